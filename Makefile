@@ -1,0 +1,40 @@
+# The README's commands. `make setup` builds .venv once; a second run is a no-op.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gen3d-setup
+# The CPU build of torch on a machine without an NVIDIA GPU; never an unpinned torch.
+TORCH_VERSION  ?= 2.13.0
+TORCH_PIP_ARGS ?=
+JOBS   ?= 2
+
+.PHONY: setup lab test test-lib test-notebooks assign benchmark doctor clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -e ".[lab,test]"
+	touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab lectures/00_representations.ipynb
+
+doctor: setup
+	$(VENV)/bin/gen3d-course doctor
+
+assign: setup
+	$(VENV)/bin/gen3d-course assign
+
+# Unit tests, then every notebook under nbval in fast mode, one torch thread per kernel.
+test: setup
+	GEN3D_MODE=fast $(PY) -m pytest -q tests
+	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
+	  -n $(JOBS) --dist loadscope lectures solutions assignments
+
+benchmark: setup
+	GEN3D_MODE=fast $(PY) benchmarks/notebooks.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""gen3d_course: support library of the gen3d course."""

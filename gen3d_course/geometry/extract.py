@@ -1,0 +1,87 @@
+"""From an implicit field to an explicit mesh: evaluate on a grid, then marching cubes.
+
+Grid convention (used everywhere in the course): a field sampled at ``res`` nodes per axis,
+``np.linspace(lo, hi, res)`` on each of x, y, z, stored as ``values[ix, iy, iz]``. Node spacing
+is (hi − lo) / (res − 1), so vertex = lo + index · spacing. Getting spacing and origin right
+is what puts the extracted surface back in world coordinates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import trimesh
+from skimage import measure
+
+WORLD = (-0.5, 0.5)
+
+
+def grid_nodes(res: int, bounds=WORLD) -> np.ndarray:
+    """(res³, 3) float32 node coordinates in ``values[ix, iy, iz]`` order."""
+    axis = np.linspace(bounds[0], bounds[1], res, dtype=np.float32)
+    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _to_numpy(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float32).reshape(-1)
+
+
+def evaluate_field(field, points: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """``field`` on (N, 3) points, in chunks so memory stays flat.
+
+    ``field`` takes float32 (N, 3) points (a numpy array) and returns N values as a numpy
+    array or a torch tensor; a torch module is called under ``torch.no_grad`` on tensors.
+    """
+    if isinstance(field, torch.nn.Module):
+        module = field
+
+        def field(p):
+            with torch.no_grad():
+                return module(torch.from_numpy(p))
+
+    out = np.concatenate([_to_numpy(field(points[i:i + chunk])) for i in range(0, len(points), chunk)])
+    if out.shape[0] != points.shape[0]:
+        raise ValueError(
+            f"evaluate_field: the field returned {out.shape[0]} values for {points.shape[0]} points; "
+            "it must return one value per point."
+        )
+    return out
+
+
+def evaluate_grid(field, res: int, bounds=WORLD, chunk: int = 65536) -> np.ndarray:
+    """The field on the (res, res, res) node grid over ``bounds``."""
+    return evaluate_field(field, grid_nodes(res, bounds), chunk).reshape(res, res, res)
+
+
+def marching_cubes(values, level: float = 0.0, bounds=WORLD) -> trimesh.Trimesh:
+    """Triangle mesh of {x : f(x) = level} from a node grid, in world coordinates.
+
+    The field is taken to be *smaller inside* (an SDF, or minus an occupancy probability); faces
+    then come out oriented with normals pointing outward (positive volume). Fields that never cross ``level`` have no
+    surface: that is reported clearly instead of as scikit-image's error.
+    """
+    values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values,
+                        dtype=np.float32)
+    if values.ndim != 3 or min(values.shape) < 2:
+        raise ValueError(f"marching_cubes: values have shape {values.shape}; expected a 3D grid "
+                         "with at least 2 nodes per axis.")
+    if not np.isfinite(values).all():
+        raise ValueError("marching_cubes: the field contains NaN or inf; check the model's output.")
+    lo, hi = float(values.min()), float(values.max())
+    if not lo < level < hi:
+        side = "outside (all values above)" if lo >= level else "inside (all values below)"
+        raise ValueError(
+            f"marching_cubes: the field never crosses level {level} (min {lo:.4g}, max {hi:.4g}): "
+            f"every node is {side} the surface, so there is nothing to extract. "
+            "Check the level, the bounds, or whether the model has learned a surface yet."
+        )
+    spacing = (np.asarray(bounds[1], float) - bounds[0]) / (np.asarray(values.shape) - 1)
+    verts, faces, _, _ = measure.marching_cubes(values, level=level, spacing=tuple(spacing))
+    return trimesh.Trimesh(verts + bounds[0], faces, process=True)
+
+
+def extract_mesh(field, res: int = 64, level: float = 0.0, bounds=WORLD,
+                 chunk: int = 65536) -> trimesh.Trimesh:
+    """Mesh of the level set of any callable field, sampled densely on a res³ node grid."""
+    return marching_cubes(evaluate_grid(field, res, bounds, chunk), level, bounds)
