@@ -1,0 +1,83 @@
+"""The ``gen3d-course`` console script: ``doctor`` checks an installation, ``assign`` builds
+the student notebooks from the solutions."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+REQUIRED = ("numpy", "scipy", "torch", "trimesh", "skimage", "sklearn", "matplotlib", "plotly",
+            "ipywidgets", "tqdm", "nbformat")
+# Front-end pieces: without them sliders and 3D views show as text in JupyterLab.
+WIDGET_FRONTENDS = ("jupyterlab_widgets", "anywidget")
+
+
+def _version(module_name: str) -> str | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, "__version__", "installed")
+
+
+def doctor() -> int:
+    """Print what the course will run with; return 1 if something required is missing."""
+    from . import config
+
+    problems = []
+    print(f"python      {platform.python_version()} ({sys.executable})")
+    for name in REQUIRED:
+        version = _version(name)
+        print(f"{name:<11} {version or 'MISSING'}")
+        if version is None:
+            problems.append(f"{name} is not installed")
+    try:
+        print(f"mode        {config.mode()}  (set GEN3D_MODE=fast|lecture|full)")
+    except ValueError as err:
+        problems.append(str(err))
+    if not problems:
+        import torch
+
+        print(f"device      {config.pick_device().type}  (cuda > mps > cpu); "
+              f"torch threads {torch.get_num_threads()}")
+        missing_frontends = [m for m in WIDGET_FRONTENDS if _version(m) is None]
+        if missing_frontends:
+            print(f"widgets     NOT usable in JupyterLab: {', '.join(missing_frontends)} missing")
+            problems.append(f"widget front-ends missing: {', '.join(missing_frontends)}")
+        else:
+            import plotly.graph_objects as go
+
+            go.FigureWidget()
+            print("widgets     usable (ipywidgets, plotly FigureWidget)")
+    if problems:
+        print("\ngen3d-course doctor: NOT ready:\n  - " + "\n  - ".join(problems) +
+              "\nRun `make setup` (or `pip install -e .`) in the course folder.", file=sys.stderr)
+        return 1
+    print("\ngen3d-course doctor: ready.")
+    return 0
+
+
+def assign(solutions: str, assignments: str) -> int:
+    from .assign import build_assignments
+
+    for path in build_assignments(solutions, assignments):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gen3d-course", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("doctor", help="check the installation, device and run mode")
+    p_assign = commands.add_parser("assign", help="build assignments/ from solutions/")
+    p_assign.add_argument("--solutions", default="solutions")
+    p_assign.add_argument("--assignments", default="assignments")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return doctor()
+    return assign(args.solutions, args.assignments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

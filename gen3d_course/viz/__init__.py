@@ -1,0 +1,1 @@
+"""Visualisation helpers: import from `views3d` (plotly), `plots` (matplotlib) or `widgets` (ipywidgets)."""
