@@ -1,9 +1,10 @@
 """The ``gen3d-course`` console script: ``doctor`` checks an installation, ``assign`` builds
-the student notebooks from the solutions."""
+the student notebooks from the solutions, ``train NAME`` produces a shipped checkpoint."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import platform
 import sys
 
@@ -66,6 +67,26 @@ def assign(solutions: str, assignments: str) -> int:
     return 0
 
 
+def trainable() -> list[str]:
+    """Model modules that can produce a checkpoint (they define ``train_checkpoint``)."""
+    from . import models
+
+    names = [m.name for m in pkgutil.iter_modules(models.__path__)]
+    return sorted(n for n in names
+                  if hasattr(importlib.import_module(f"{models.__name__}.{n}"), "train_checkpoint"))
+
+
+def train(name: str) -> int:
+    available = trainable()
+    if name not in available:
+        print(f"gen3d-course train: no model named {name!r}; available: "
+              f"{', '.join(available) or 'none yet'}.", file=sys.stderr)
+        return 2
+    metrics = importlib.import_module(f"gen3d_course.models.{name}").train_checkpoint()
+    print(f"trained {name}: {metrics}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gen3d-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,9 +94,14 @@ def main(argv=None) -> int:
     p_assign = commands.add_parser("assign", help="build assignments/ from solutions/")
     p_assign.add_argument("--solutions", default="solutions")
     p_assign.add_argument("--assignments", default="assignments")
+    p_train = commands.add_parser("train", help="train a model and save its shipped checkpoint "
+                                                "(set GEN3D_MODE=full for the shipped quality)")
+    p_train.add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "train":
+        return train(args.name)
     return assign(args.solutions, args.assignments)
 
 

@@ -20,3 +20,16 @@ def test_doctor_fails_clearly_on_a_bad_mode():
     result = run("doctor", env_mode="turbo")
     assert result.returncode == 1
     assert "NOT ready" in result.stderr and "'turbo' is not a run mode" in result.stderr
+
+
+def test_train_names_the_available_models_for_an_unknown_one():
+    result = run("train", "no_such_model")
+    assert result.returncode == 2
+    assert "no model named 'no_such_model'; available:" in result.stderr
+
+
+def test_assign_on_an_empty_folder(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    result = run("assign", "--solutions", str(tmp_path / "solutions"),
+                 "--assignments", str(tmp_path / "assignments"))
+    assert result.returncode == 0, result.stderr

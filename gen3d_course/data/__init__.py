@@ -1,0 +1,1 @@
+"""Data: procedural shapes, mesh files and the samples models train on."""

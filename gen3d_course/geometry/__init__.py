@@ -1,0 +1,1 @@
+"""Geometry: shape metrics and conversions between 3D representations."""
