@@ -29,8 +29,11 @@ def sphere_trace(shape, origins: np.ndarray, directions: np.ndarray, near: float
 
 
 def render_views(shape, c2w, size: int = 64, fov_deg: float = 40.0,
-                 light=(0.4, 0.8, 0.6)) -> dict[str, np.ndarray]:
+                 light=None) -> dict[str, np.ndarray]:
     """Shaded image, depth, silhouette and normals of ``shape`` seen by one camera.
+
+    ``light`` is a world direction towards the light; by default it comes from behind the
+    camera and above it, so every view is lit.
 
     Returns float32 arrays: ``shaded`` (H, W) Lambertian grey in [0, 1] (0 = background),
     ``depth`` (H, W) ray distance (0 = background), ``mask`` (H, W) bool, ``normal`` (H, W, 3).
@@ -43,7 +46,9 @@ def render_views(shape, c2w, size: int = 64, fov_deg: float = 40.0,
     points = origins[hit] + t[hit, None] * directions[hit]
     g = sdf_gradient(shape, points)
     normal[hit] = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    light = np.asarray(light) / np.linalg.norm(light)
+    c2w = np.asarray(c2w, dtype=np.float64)
+    light = c2w[:3, 2] + 0.6 * c2w[:3, 1] if light is None else np.asarray(light, dtype=np.float64)
+    light = light / np.linalg.norm(light)
     shaded = np.where(hit, 0.25 + 0.75 * np.clip(normal @ light, 0, 1), 0.0)
     hw = (size, size)
     return {
