@@ -7,7 +7,7 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 JOBS   ?= 2
 
-.PHONY: setup lab test assign benchmark doctor clean
+.PHONY: setup browser lab test assign benchmark doctor clean
 
 setup: $(STAMP)
 
@@ -26,14 +26,22 @@ doctor: setup
 assign: setup
 	$(VENV)/bin/gen3d-course assign
 
-# Unit tests and every lecture and solution notebook (nbval, fast mode) in one pytest run.
+# Unit tests and every lecture and solution notebook (nbval, fast mode) in one pytest run,
+# then the browser tests (a real JupyterLab in headless Chromium) on their own.
 # Assignments run in tests/test_assignments.py, which expects each of their checks to fail.
 # One torch thread per worker: two multi-threaded workers on two cores slow each other badly.
 NOTEBOOKS = $(wildcard lectures/*.ipynb solutions/*.ipynb)
-test: setup
+test: setup browser
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
-	  -n $(JOBS) --dist loadscope tests $(NOTEBOOKS)
+	  -n $(JOBS) --dist loadscope -m "not browser" tests $(NOTEBOOKS)
+	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -m browser tests/browser
+
+# Debian's Chromium for the browser tests; where it cannot be installed they are skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "Chromium could not be installed: the browser tests will be skipped."
 
 benchmark: setup
 	GEN3D_MODE=fast $(PY) benchmarks/notebooks.py
