@@ -1,5 +1,6 @@
 """The ``gen3d-course`` console script: ``doctor`` checks an installation, ``assign`` builds
-the student notebooks from the solutions, ``train NAME`` produces a shipped checkpoint."""
+the student notebooks from the solutions, ``grade`` scores submitted notebooks with nbval,
+``train NAME`` produces a shipped checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -97,9 +98,28 @@ def main(argv=None) -> int:
     p_train = commands.add_parser("train", help="train a model and save its shipped checkpoint "
                                                 "(set GEN3D_MODE=full for the shipped quality)")
     p_train.add_argument("name")
+    p_grade = commands.add_parser("grade", help="run submitted notebooks under nbval; write "
+                                                "grades.csv and one feedback file per student")
+    p_grade.add_argument("submissions", help="folder with one sub-folder per student")
+    p_grade.add_argument("--assignments", default="assignments",
+                         help="the released assignments (reference for the check cells)")
+    p_grade.add_argument("--hidden", help="instructor-only checks: NN_topic.py per assignment")
+    p_grade.add_argument("--out", default="grades", help="where grades.csv and feedback/ go")
+    p_grade.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
+    p_grade.add_argument("--notebook-timeout", type=float, default=900.0,
+                         help="seconds per notebook, kernel start included")
+    p_grade.add_argument("--jobs", type=int, default=1, help="notebooks graded at once")
+    p_grade.add_argument("--rerun", action="store_true",
+                         help="grade again the notebooks an earlier run finished")
+    p_grade.add_argument("--unit", action="append",
+                         help="grade only this assignment (repeatable; default: all submitted)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "grade":
+        from .grade import main_grade
+
+        return main_grade(args)
     if args.command == "train":
         return train(args.name)
     return assign(args.solutions, args.assignments)

@@ -1,0 +1,426 @@
+"""The grader: one real `grade` run over a fixture class of submissions (correct, untouched,
+partly right, crashing, looping, kernel-killing, print-flooding, over the time cap, invalid JSON,
+edited checks, missing), then resume, interruption and secrecy checks on its outputs."""
+import csv
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from gen3d_course import grade as grader
+from gen3d_course.assign import make_assignment
+from gen3d_course.cli import main
+from gen3d_course.grade import (NOTEBOOK_ROW, GradeError, Run, csv_text, grade, load_unit,
+                                parse_hidden, prepare, remove_stale_runs, write_atomic)
+
+UNIT = "07_toy.ipynb"
+MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it
+SQUARE = "def square(x):\n    return x * x"
+SCALE = "def scale(x, k):\n    return x * k"
+CLAMP = "def clamp01(x):\n    return x.clamp(0, 1)"
+CELL_TIMEOUT = 20  # s; importing torch alone can take 8 s on a loaded machine
+CAP = 20  # s, the time cap of the torch-free notebook that never stops
+
+
+def code(source, *tags):
+    cell = new_code_cell(source)
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def check(fn, reference, inputs, qid, points):
+    return code(f"check_function({fn}, {reference}, lambda g: {inputs}, name={fn!r})",
+                f"question:{qid}", f"points:{points}")
+
+
+def solution() -> nbformat.NotebookNode:
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Toy unit"),
+        code("import torch\nfrom gen3d_course.checks import check_function"),
+        code("def square(x):\n    # BEGIN SOLUTION\n    return x * x\n    # END SOLUTION"),
+        check("square", "lambda x: x ** 2", "(torch.randn(4, generator=g),)", "q1", 2),
+        code("def scale(x, k):\n    return x * k  # SOLUTION"),
+        check("scale", "lambda x, k: x * k", "(torch.randn(3, generator=g), 2.5)", "q2", 1),
+        code("def clamp01(x):\n    # BEGIN SOLUTION\n    return x.clamp(0, 1)\n    # END SOLUTION"),
+        check("clamp01", "lambda x: x.clamp(0, 1)", "(torch.randn(5, generator=g),)", "q3", 3),
+    ])
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"c{i}"
+    return nb
+
+
+HIDDEN = f"""# %%
+import torch as _torch  # {MARKER}
+
+# %% [markdown]
+# Larger inputs than the visible check uses.
+
+# %% tags=["question:q1_large", "points:2"]
+check_function(square, lambda x: x ** 2, lambda g: (_torch.randn(50, generator=g) * 1e3,),
+               name="square on large inputs")
+"""
+# cells of the assignment: 0 md, 1 imports, 2 square, 3 q1, 4 scale, 5 q2, 6 clamp01, 7 q3
+
+
+def submission(assignment, answers=None, insert=(), edit=None):
+    """A copy of the assignment: answers put in, then ``edit`` applied, then cells inserted."""
+    nb = nbformat.from_dict(json.loads(nbformat.writes(assignment)))
+    for index, source in (answers or {}).items():
+        nb.cells[index].source = source
+    if edit:
+        edit(nb)
+    for index, cell in sorted(insert, key=lambda pair: -pair[0]):
+        nb.cells.insert(index, cell)
+    return nb
+
+
+def time_cap_course(root):
+    """A torch-free unit whose one submission ignores interrupts and prints forever."""
+    nb = new_notebook(cells=[code("answer = 42  # SOLUTION"),
+                             code("assert answer == 42", "question:q1", "points:1"),
+                             code("assert answer > 0", "question:q2", "points:1")])
+    assignment = make_assignment(nb)
+    (root / "assignments").mkdir(parents=True)
+    nbformat.write(assignment, root / "assignments" / "08_cap.ipynb")
+    (root / "subs" / "stuck").mkdir(parents=True)
+    nbformat.write(submission(assignment, {0: "answer = 42"}, insert=[(2, code(
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True:\n    print('.', end='', flush=True)\n    time.sleep(0.02)"))]),
+        root / "subs" / "stuck" / "08_cap.ipynb")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """Build the fixture course and grade every student in one run (the time-cap course runs
+    beside it, in a thread); return the paths and results."""
+    root = tmp_path_factory.mktemp("course")
+    assignments, subs, hidden, scratch = (root / d for d in ("assignments", "subs", "hidden", "scratch"))
+    for d in (assignments, subs, hidden, scratch):
+        d.mkdir()
+    assignment = make_assignment(solution())
+    nbformat.write(assignment, assignments / UNIT)
+    (hidden / "07_toy.py").write_text(HIDDEN)
+    spy = root / "spy.json"
+    all_right = {2: SQUARE, 4: SCALE, 6: CLAMP}
+
+    def edit_checks(nb):
+        nb.cells[3].source = "True  # the check is fine, trust me"
+        nb.cells[5].metadata["tags"] = ["question:q2", "points:10", "raises-exception"]
+        del nb.cells[7]  # the q3 check cell
+
+    forge = {"event": "cell", "cell": 2, "phase": "call", "passed": True, "kind": "ok",
+             "error": "", "message": "", "alive": True, "output_bytes": 0}
+    notebooks = {
+        "correct": submission(assignment, all_right, insert=[(8, code(
+            "import json, os\n"
+            f"marker = {MARKER[:7]!r} + {MARKER[7:]!r}\n"
+            "hits = [os.path.join(d, f) for top in {os.getcwd(), os.path.dirname(os.getcwd())}\n"
+            "        for d, _, files in os.walk(top) for f in files\n"
+            "        if marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
+            f"json.dump({{'listing': os.listdir(), 'hits': hits}}, open({str(spy)!r}, 'w'))"))]),
+        "untouched": assignment,
+        "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"}),
+        "crash": submission(
+            assignment, {2: SQUARE, 4: "def scale(x, k):\n    raise ValueError('oops')", 6: CLAMP},
+            insert=[(2, code("settings = {}\nsettings['lr']")),
+                    (4, code("for i in range(60_000):\n    print('spam ' * 10)")),
+                    (8, code("import os\nos._exit(1)"))]),
+        "loop": submission(assignment, {2: SQUARE, 6: CLAMP, 4: (
+            "import time\ndef scale(x, k):\n    while True:\n        time.sleep(0.05)")}),
+        "edited": submission(
+            assignment, {2: "def square(x):\n    return x + x", 4: SCALE, 6: CLAMP}, edit=edit_checks,
+            insert=[(2, code("import json\nwith open('../results.jsonl', 'a') as fh:\n"
+                             f"    fh.write(json.dumps({{'record': {forge!r}, 'mac': '0' * 64}}) + '\\n')"))]),
+    }
+    for student, nb in notebooks.items():
+        (subs / student).mkdir()
+        nbformat.write(nb, subs / student / UNIT)
+    (subs / "invalid").mkdir()
+    (subs / "invalid" / UNIT).write_text(nbformat.writes(assignment)[:-300])
+    (subs / "missing").mkdir()
+    nbformat.write(assignment, subs / "missing" / "homework.ipynb")
+    # a lone copy with another name is accepted, with a note
+    os.rename(subs / "partial" / UNIT, subs / "partial" / "07_toy (1).ipynb")
+
+    cap = root / "cap"
+    time_cap_course(cap)
+    capped = {}
+    beside = threading.Thread(target=lambda: capped.update(result=grade(
+        cap / "subs", assignments=cap / "assignments", out=cap / "out", timeout=5,
+        notebook_timeout=CAP, scratch=scratch, log=lambda line: None)))
+    beside.start()
+    result = grade(subs, assignments=assignments, hidden=hidden, out=root / "out",
+                   timeout=CELL_TIMEOUT, notebook_timeout=120, jobs=4, scratch=scratch,
+                   log=lambda line: None)
+    beside.join()
+    return {"root": root, "subs": subs, "assignments": assignments, "hidden": hidden,
+            "scratch": scratch, "out": root / "out", "spy": spy, "result": result,
+            "cap": capped["result"]}
+
+
+def table(course) -> dict:
+    with open(course["out"] / "grades.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(r["student"], r["question"]): r for r in rows}
+
+
+def total(rows, student):
+    return sum(int(r["points"]) for (s, q), r in rows.items() if s == student)
+
+
+def statuses(rows, student):
+    return {q: r["status"] for (s, q), r in rows.items() if s == student}
+
+
+def test_csv_has_one_row_per_question_and_notebook(course):
+    with open(course["out"] / "grades.csv", newline="") as fh:
+        reader = csv.reader(fh)
+        assert next(reader) == ["student", "unit", "question", "points", "max", "status", "message"]
+        rows = list(reader)
+    students = sorted(p.name for p in course["subs"].iterdir())
+    assert len(rows) == len(students) * 5  # q1 q2 q3 q1_large + (notebook)
+    maxima = {r[2]: int(r[4]) for r in rows}
+    assert maxima == {"q1": 2, "q2": 1, "q3": 3, "q1_large": 2, NOTEBOOK_ROW: 0}
+    assert {r[1] for r in rows} == {"07_toy"}
+
+
+def test_correct_scores_full_marks_and_untouched_zero(course):
+    rows = table(course)
+    assert total(rows, "correct") == 8
+    assert statuses(rows, "correct") == {"q1": "passed", "q2": "passed", "q3": "passed",
+                                         "q1_large": "passed", NOTEBOOK_ROW: "ok"}
+    assert total(rows, "untouched") == 0
+    assert {q: s for q, s in statuses(rows, "untouched").items() if q != NOTEBOOK_ROW} == dict.fromkeys(
+        ["q1", "q2", "q3", "q1_large"], "failed")
+    assert "square not implemented yet" in rows["untouched", "q1"]["message"]
+
+
+def test_partly_right_scores_exactly_its_right_questions(course):
+    rows = table(course)
+    assert {q: int(r["points"]) for (s, q), r in rows.items() if s == "partial"} == {
+        "q1": 2, "q2": 0, "q3": 0, "q1_large": 2, NOTEBOOK_ROW: 0}
+    assert "values differ from the reference" in rows["partial", "q2"]["message"]
+    assert "clamp01 not implemented yet" in rows["partial", "q3"]["message"]
+    assert "graded 07_toy (1).ipynb as 07_toy.ipynb" in rows["partial", NOTEBOOK_ROW]["message"]
+
+
+def test_crash_flood_and_dead_kernel_are_graded_around_and_named(course):
+    rows = table(course)
+    assert statuses(rows, "crash") == {"q1": "passed", "q2": "failed", "q3": "passed",
+                                       "q1_large": "kernel-died", NOTEBOOK_ROW: "kernel-died"}
+    assert total(rows, "crash") == 5
+    assert "scale raised ValueError" in rows["crash", "q2"]["message"]
+    assert rows["crash", "q1_large"]["message"] == "not run: the kernel died in code cell 10 (`import os`)"
+    notebook = rows["crash", NOTEBOOK_ROW]["message"]
+    assert "the kernel died in code cell 10 (`import os`)" in notebook
+    assert "code cell 2 (`settings = {}`) raised KeyError: 'lr'" in notebook
+    assert "code cell 5 (`for i in range(60_000):`) printed 3.1 MB" in notebook
+
+
+def test_infinite_loop_times_out_and_later_cells_still_count(course):
+    rows = table(course)
+    assert statuses(rows, "loop") == {"q1": "passed", "q2": "timeout", "q3": "passed",
+                                      "q1_large": "passed", NOTEBOOK_ROW: "timeout"}
+    assert total(rows, "loop") == 7
+    assert rows["loop", "q2"]["message"] == f"the check did not finish within {CELL_TIMEOUT} s"
+    assert (f"the check of q2 exceeded the {CELL_TIMEOUT} s per-cell limit"
+            in rows["loop", NOTEBOOK_ROW]["message"])
+
+
+def test_time_cap_stops_a_notebook_that_ignores_interrupts(course):
+    rows = {r["question"]: r for r in course["cap"].rows}
+    assert {q: r["status"] for q, r in rows.items()} == {
+        "q1": "passed", "q2": "not-run", NOTEBOOK_ROW: "time-limit"}
+    assert rows["q2"]["message"] == f"not reached: the notebook was stopped at its {CAP} s time limit"
+    assert psutil.Process().children(recursive=True) == [], "pytest, kernels and loops are gone"
+
+
+def test_invalid_and_missing_notebooks_score_zero_with_the_reason(course):
+    rows = table(course)
+    assert set(statuses(rows, "invalid").values()) == {"invalid"}
+    assert "not valid JSON" in rows["invalid", "q1"]["message"]
+    assert set(statuses(rows, "missing").values()) == {"missing"}
+    feedback = (course["out"] / "feedback" / "missing.md").read_text()
+    assert "homework.ipynb: no released assignment has this name" in feedback
+
+
+def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
+    rows = table(course)
+    assert statuses(rows, "edited") == {"q1": "edited", "q2": "edited", "q3": "edited",
+                                        "q1_large": "failed", NOTEBOOK_ROW: "tampered"}
+    assert {q: int(r["points"]) for (s, q), r in rows.items() if s == "edited"} == {
+        "q1": 0, "q2": 1, "q3": 3, "q1_large": 0, NOTEBOOK_ROW: 0}  # q2 is worth 1, not 10
+    assert rows["edited", "q1"]["message"].startswith(
+        "check cell source edited; the released check ran instead; with it, the check failed: "
+        "square: values differ")
+    assert "check cell tags edited" in rows["edited", "q2"]["message"]
+    assert "check cell deleted" in rows["edited", "q3"]["message"]
+    notebook = rows["edited", NOTEBOOK_ROW]["message"]
+    assert "1 result line(s) not written by the grader were ignored" in notebook
+    assert "check cells differ from the released ones: q1, q2, q3" in notebook
+
+
+def test_feedback_lists_totals_and_failing_messages(course):
+    text = (course["out"] / "feedback" / "partial.md").read_text()
+    assert "**Total: 4 / 8 points**" in text
+    assert "| q2 | 0 / 1 | failed |" in text and "### q2: failed" in text
+    assert "values differ from the reference" in text
+    assert "### q1:" not in text, "passing checks need no message"
+
+
+def test_hidden_sources_are_never_where_student_code_can_read_them(course):
+    spy = json.loads(course["spy"].read_text())
+    assert spy == {"listing": [], "hits": []}, "the kernel's folder is empty during the run"
+    assert list(course["scratch"].iterdir()) == [], "run folders are removed"
+    for path in course["root"].rglob("*"):
+        if path.is_file() and course["hidden"] not in path.parents:
+            assert MARKER.encode() not in path.read_bytes(), f"hidden source leaked into {path}"
+
+
+def test_rerun_resumes_without_running_anything(course, monkeypatch):
+    before = (course["out"] / "grades.csv").read_bytes()
+    monkeypatch.setattr(grader, "run_nbval", lambda *a: pytest.fail("a finished notebook re-ran"))
+    result = grade(course["subs"], assignments=course["assignments"], hidden=course["hidden"],
+                   out=course["out"], log=lambda line: None)
+    assert result.graded == [] and len(result.cached) == 8
+    assert (course["out"] / "grades.csv").read_bytes() == before
+
+
+def test_cli_grade_resumes_and_reports(course, capsys):
+    argv = ["grade", str(course["subs"]), "--assignments", str(course["assignments"]),
+            "--hidden", str(course["hidden"]), "--out", str(course["out"])]
+    assert main(argv) == 0
+    assert "graded 0 notebook(s), 8 already graded" in capsys.readouterr().out
+    assert main(argv[:1] + [str(course["root"] / "nowhere")] + argv[2:]) == 2
+    assert "is not a folder of student folders" in capsys.readouterr().err
+
+
+# --- without kernels: resume, interruption, atomic writes, preparation -------------------------
+
+
+def fake_run(nb, name, settings):
+    """Every cell passes, instantly."""
+    ok = {"event": "cell", "phase": "call", "passed": True, "kind": "ok", "error": "",
+          "message": "", "alive": True, "output_bytes": 0}
+    return Run({i: dict(ok, cell=i) for i in range(len(nb.cells))}, True, False, 0, 0, 0.0, "")
+
+
+def small_course(root):
+    (root / "assignments").mkdir()
+    nbformat.write(make_assignment(solution()), root / "assignments" / UNIT)
+    for student in ("ann", "bea", "cid", "dan"):
+        (root / "subs" / student).mkdir(parents=True)
+        shutil.copy(root / "assignments" / UNIT, root / "subs" / student / UNIT)
+
+
+def test_interrupted_run_leaves_a_complete_csv_and_resumes(tmp_path, monkeypatch):
+    small_course(tmp_path)
+    calls = []
+
+    def interrupted(nb, name, settings):
+        calls.append(name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return fake_run(nb, name, settings)
+
+    monkeypatch.setattr(grader, "run_nbval", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+              log=lambda line: None)
+    with open(tmp_path / "out" / "grades.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    finished = {r["student"] for r in rows}
+    assert "cid" not in finished and len(rows) == 4 * len(finished), "whole notebooks only"
+    assert [p.name for p in (tmp_path / "out").rglob("*.tmp")] == []
+
+    calls.clear()
+    monkeypatch.setattr(grader, "run_nbval", lambda *a: calls.append(1) or fake_run(*a))
+    result = grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+                   log=lambda line: None)
+    resumed = {student for student, _ in result.graded}
+    assert resumed == {"ann", "bea", "cid", "dan"} - finished and len(calls) == len(resumed)
+    assert total({(r["student"], r["question"]): r for r in result.rows}, "dan") == 6
+
+    nb = nbformat.read(tmp_path / "subs" / "ann" / UNIT, as_version=4)
+    nb.cells[2].source = SQUARE  # a resubmission is graded again, the others are not
+    nbformat.write(nb, tmp_path / "subs" / "ann" / UNIT)
+    calls.clear()
+    assert grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+                 log=lambda line: None).graded == [("ann", "07_toy")]
+    assert len(grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+                     rerun=True, log=lambda line: None).graded) == 4
+
+
+def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "grades.csv"
+    write_atomic(target, csv_text([]))
+    old = target.read_bytes()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, "student,unit\n" + "x,y\n" * 100_000)
+    assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv"]
+
+
+def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
+    (tmp_path / UNIT).write_text(nbformat.writes(make_assignment(solution())))
+    unit = load_unit(tmp_path / UNIT)
+    nb = make_assignment(solution())
+    nb.cells[3].metadata["tags"].append("skip")  # would make nbval skip the check
+    copied = code("True", "question:q2", "points:1")
+    nb.cells.insert(4, copied)
+    prepared = prepare(unit, nb)
+    assert prepared.edited == {
+        "q1": "check cell tags edited; the released check ran instead",
+        "q2": "question tag copied onto another cell; only the released check counts"}
+    checks = [c for c, (role, _) in zip(prepared.notebook.cells, prepared.roles) if role == "check"]
+    assert [c.metadata["tags"] for c in checks] == [["question:q1", "points:2"],
+                                                    ["question:q2", "points:1"],
+                                                    ["question:q3", "points:3"]]
+    assert prepared.roles[3] == ("student", (4, "True")) and "tags" not in prepared.notebook.cells[3].metadata
+    assert all(c.outputs == [] and c.execution_count is None for c in prepared.notebook.cells)
+
+
+def test_hidden_checks_parse_and_validate(tmp_path):
+    assert parse_hidden(HIDDEN) == [
+        (f"import torch as _torch  # {MARKER}", []),
+        ("check_function(square, lambda x: x ** 2, lambda g: (_torch.randn(50, generator=g) * 1e3,),\n"
+         '               name="square on large inputs")', ["question:q1_large", "points:2"])]
+    (tmp_path / UNIT).write_text(nbformat.writes(make_assignment(solution())))
+    for text, message in [('# %% tags=["question:q1", "points:1"]\nx', "q1 is already a question"),
+                          ('# %% tags=["question:h", "points:0"]\nx', "points '0' of h must be"),
+                          ("# %% tags=[question]\nx", "tags must be a JSON list")]:
+        (tmp_path / "h.py").write_text(text)
+        with pytest.raises(GradeError, match=message):
+            load_unit(tmp_path / UNIT, tmp_path / "h.py")
+
+
+def test_refuses_output_or_hidden_inside_submissions(tmp_path):
+    small_course(tmp_path)
+    with pytest.raises(GradeError, match="must not be inside the submissions"):
+        grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "subs" / "out")
+    (tmp_path / "subs" / "hid").mkdir()
+    with pytest.raises(GradeError, match="must be outside the submissions"):
+        grade(tmp_path / "subs", assignments=tmp_path / "assignments", hidden=tmp_path / "subs" / "hid",
+              out=tmp_path / "out")
+
+
+def test_run_folders_of_killed_graders_are_removed(tmp_path):
+    dead = psutil.Popen(["true"])
+    dead.wait()
+    for name, owner in (("gen3d-grade-dead", dead.pid), ("gen3d-grade-live", os.getpid())):
+        (tmp_path / name / "run").mkdir(parents=True)
+        (tmp_path / name / "owner").write_text(str(owner))
+        (tmp_path / name / "run" / UNIT).write_text(HIDDEN)
+    remove_stale_runs(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen3d-grade-live"]
