@@ -119,8 +119,14 @@ class Unit:
         return Path(self.name).stem
 
 
+def _graded_tags(tags) -> list[str]:
+    """The tags that matter to grading: ``raises-exception`` is dropped from check cells anyway
+    (a solution's check cells lack it, an assignment's have it)."""
+    return sorted(set(tags) - {RAISES_TAG})
+
+
 def _checksum(source: str, tags) -> str:
-    return hashlib.sha256(json.dumps([source, sorted(tags)]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([source, _graded_tags(tags)]).encode()).hexdigest()
 
 
 def _tags(cell) -> list[str]:
@@ -261,7 +267,8 @@ def prepare(unit: Unit, nb: nbformat.NotebookNode) -> Prepared:
         cell = cells[found[check.id]]
         if _checksum(cell.source, _tags(cell)) != check.checksum:
             what = [w for w, same in (("source", cell.source == check.source),
-                                      ("tags", sorted(_tags(cell)) == sorted(check.tags))) if not same]
+                                      ("tags", _graded_tags(_tags(cell)) == _graded_tags(check.tags)))
+                    if not same]
             edited[check.id] = f"check cell {' and '.join(what)} edited; the released check ran instead"
     role_of = {index: qid for qid, index in found.items()}
     out_cells, roles = [], []
@@ -413,6 +420,7 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
         run_dir.mkdir()
         (work / "pytest.ini").write_text("[pytest]\n")
         results = work / "results.jsonl"
+        results.touch()
         notebook = run_dir / name
         with open(notebook, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
@@ -455,8 +463,8 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
             proc.stdout.close()
         seconds = time.monotonic() - start
         records, collected, forged = {}, False, 0
-        if results.exists():
-            for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+        with open(results, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
                 try:
                     entry = json.loads(line)
                     record, mac = entry["record"], entry["mac"]
@@ -676,9 +684,9 @@ def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Sett
     if run.forged:
         issues.setdefault("tampered", []).append(
             f"{run.forged} result line(s) not written by the grader were ignored")
-    if not run.collected and not run.killed:
+    if not run.killed and (not run.collected or run.returncode not in (0, 1)):
         issues.setdefault("grader-error", []).append(
-            f"nbval did not run the notebook (exit code {run.returncode}): {run.tail[-500:]}")
+            f"the nbval run ended abnormally (exit code {run.returncode}): {run.tail[-500:]}")
     if prepared.edited:
         issues.setdefault("edited", []).append(
             "check cells differ from the released ones: " + ", ".join(sorted(prepared.edited)))

@@ -377,6 +377,7 @@ def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
     unit = load_unit(tmp_path / UNIT)
     nb = make_assignment(solution())
     nb.cells[3].metadata["tags"].append("skip")  # would make nbval skip the check
+    nb.cells[5].metadata["tags"].remove("raises-exception")  # not an edit: graded without it
     copied = code("True", "question:q2", "points:1")
     nb.cells.insert(4, copied)
     prepared = prepare(unit, nb)
