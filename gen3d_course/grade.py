@@ -37,9 +37,9 @@ copy and pytest's collection of it: the plugin deletes the file before the kerne
 private folder is removed after the run, and nothing of it reaches ``--out``.
 
 Re-running ``grade`` resumes: a notebook is graded again only when the submission, the released
-assignment or the hidden checks changed, when the grader failed on it, or with ``rerun=True``. ``grades.csv`` and the feedback
-files are replaced atomically (temporary file + rename), so an interrupted run leaves the
-previous complete file, never a truncated one.
+assignment or the hidden checks changed, when the grader failed on it, or with ``rerun=True``.
+``grades.csv`` and the feedback files are replaced atomically (temporary file + rename), so an
+interrupted run leaves the previous complete file, never a truncated one.
 
 The grader is not a sandbox: notebook code runs with the instructor's permissions. For high
 stakes, run ``gen3d-course grade`` in a container or as a user that cannot read anything else.
@@ -766,7 +766,8 @@ def find_notebook(folder: Path, files: list[Path], name: str,
     if len(close) == 1:
         return close[0], f"graded {close[0].relative_to(folder)} as {name}"
     if close:
-        return None, f"ambiguous: {', '.join(sorted(str(p.relative_to(folder)) for p in close))} could each be {name}"
+        names = ", ".join(sorted(str(p.relative_to(folder)) for p in close))
+        return None, f"ambiguous: {names} could each be {name}"
     return None, ""
 
 
