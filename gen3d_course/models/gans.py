@@ -1,0 +1,668 @@
+"""Generative adversarial networks: networks, losses and Lipschitz constraints (units 02 and 03).
+
+A GAN trains a generator G (noise z -> sample) against a discriminator D (sample -> "real?"
+logit). The minimax value is
+
+    V(G, D) = E_x[log D(x)] + E_z[log(1 - D(G(z)))],
+
+D ascends it, G descends it. For a fixed G the best D is D*(x) = p(x) / (p(x) + q(x)), and
+then V = 2·JS(p, q) - log 4: the original GAN minimises a Jensen-Shannon divergence.
+
+The Wasserstein GAN (unit 03) swaps the classifier for a *critic* f (no sigmoid) and the
+divergence for the earth mover's distance, W(p, q) = max over 1-Lipschitz f of
+E_p[f(x)] - E_q[f(x)], keeping f Lipschitz by weight clipping or by a gradient penalty.
+
+Contents
+- toy networks for 1D/2D data (``ToyGenerator``, ``ToyDiscriminator``). Both take an optional
+  *ensemble* size: ``members=K`` holds K independent networks in one set of batched weight
+  tensors, so K seeds train for the price of about one to two (Adam is element-wise, so the
+  members never interact). Inputs are then (K, B, d) instead of (B, d);
+- an image DCGAN (``DCGenerator``, ``DCDiscriminator``) following Radford et al. (2016);
+- losses: ``discriminator_loss``, ``generator_loss`` (saturating / non-saturating),
+  ``critic_loss``, ``wgan_generator_loss``, ``gradient_penalty``, ``clip_weights``, ``mmd``;
+- one alternating update each: ``gan_step``, ``wgan_step``, ``infogan_step``;
+- ``minibatch_stddev`` (a remedy for mode collapse) and ``adain`` (StyleGAN's style input);
+- ``train_toy_gan``: a whole toy run (several seeds at once) for the lecture's comparisons.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "EnsembleLinear", "ToyGenerator", "ToyDiscriminator", "minibatch_stddev",
+    "DCGenerator", "DCDiscriminator", "dcgan_init",
+    "discriminator_loss", "generator_loss", "critic_loss", "wgan_generator_loss",
+    "clip_weights", "gradient_penalty", "mmd", "gan_step", "wgan_step", "infogan_step",
+    "adain", "AdaIN", "train_toy_gan", "member_mode_statistics", "code_information",
+    "image_sample_metrics", "sample_images", "train_dcgan", "pretrained_dcgan", "train_checkpoint",
+]
+
+
+def _check_finite(x: torch.Tensor, name: str, fn: str) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{fn}: {name} contains NaN or inf; the training run has diverged "
+                         "(lower the learning rate) or the data is broken.")
+
+
+# --------------------------------------------------------------------------------------------
+# Toy networks (1D / 2D data), optionally an ensemble of K independent members
+# --------------------------------------------------------------------------------------------
+class EnsembleLinear(nn.Module):
+    """K independent linear maps at once: x (K, B, in) -> x @ W_k + b_k, shape (K, B, out).
+
+    Initialised like ``nn.Linear`` (uniform in ±1/sqrt(in)), member by member.
+    """
+
+    def __init__(self, in_features: int, out_features: int, members: int = 1):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+def minibatch_stddev(h: torch.Tensor) -> torch.Tensor:
+    """Append one feature: the batch's standard deviation, averaged over features.
+
+    h (..., B, F) -> (..., B, F + 1). The discriminator then sees a statistic of the *whole*
+    batch: a collapsed generator produces batches with a small spread, which D can now detect
+    even when every single sample looks real (Karras et al., ProGAN, 2018).
+    """
+    std = h.std(dim=-2, unbiased=False, keepdim=True).mean(dim=-1, keepdim=True)
+    return torch.cat([h, std.expand(*h.shape[:-1], 1)], dim=-1)
+
+
+class _ToyMLP(nn.Module):
+    """in -> [Linear, activation] x depth -> (minibatch stddev) -> Linear -> out, for K members."""
+
+    def __init__(self, in_dim, out_dim, hidden, depth, members, activation, minibatch_std=False):
+        super().__init__()
+        if members < 1 or depth < 1:
+            raise ValueError(f"{type(self).__name__}: members ({members}) and depth ({depth}) must be >= 1.")
+        self.in_dim, self.out_dim, self.members = in_dim, out_dim, members
+        self.minibatch_std = minibatch_std
+        dims = [in_dim] + [hidden] * depth
+        self.hidden = nn.ModuleList(EnsembleLinear(a, b, members) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(hidden + int(minibatch_std), out_dim, members)
+        self.activation = activation
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        single = x.ndim == 2
+        if single:
+            if self.members != 1:
+                raise ValueError(f"{type(self).__name__}: an ensemble of {self.members} members "
+                                 f"expects input (K={self.members}, B, {self.in_dim}), got {tuple(x.shape)}.")
+            x = x[None]
+        if x.ndim != 3 or x.shape[0] != self.members or x.shape[2] != self.in_dim:
+            raise ValueError(f"{type(self).__name__}: expected input (B, {self.in_dim}) or "
+                             f"(K={self.members}, B, {self.in_dim}), got {tuple(x.shape)}.")
+        h = x
+        for layer in self.hidden:
+            h = self.activation(layer(h))
+        if self.minibatch_std:
+            h = minibatch_stddev(h)
+        return self.out(h), single
+
+
+class ToyGenerator(_ToyMLP):
+    """An MLP transform of noise: z (B, latent_dim) -> x (B, out_dim), or (K, B, ·) for K members."""
+
+    def __init__(self, latent_dim: int = 2, out_dim: int = 2, hidden: int = 128, depth: int = 3,
+                 members: int = 1):
+        super().__init__(latent_dim, out_dim, hidden, depth, members, torch.relu)
+        self.latent_dim = latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out, single = self._features(z)
+        return out[0] if single else out
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal z of the shape ``forward`` expects: (n, latent) or (K, n, latent)."""
+        shape = (n, self.latent_dim) if self.members == 1 else (self.members, n, self.latent_dim)
+        return torch.randn(shape, generator=generator, device=self.out.weight.device)
+
+
+class ToyDiscriminator(_ToyMLP):
+    """An MLP classifier/critic with LeakyReLU(0.2): x (B, in_dim) -> logits (B,) (or (K, B)).
+
+    ``outputs > 1`` returns (B, outputs): column 0 is the real/fake logit, the others can serve
+    as an auxiliary head (InfoGAN's Q). ``minibatch_std=True`` appends the batch spread as a
+    feature before the last layer (``minibatch_stddev``).
+    """
+
+    def __init__(self, in_dim: int = 2, hidden: int = 128, depth: int = 3, members: int = 1,
+                 minibatch_std: bool = False, outputs: int = 1):
+        super().__init__(in_dim, outputs, hidden, depth, members,
+                         lambda h: F.leaky_relu(h, 0.2), minibatch_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, single = self._features(x)
+        out = out[0] if single else out
+        return out.squeeze(-1) if self.out_dim == 1 else out
+
+
+# --------------------------------------------------------------------------------------------
+# DCGAN for small images
+# --------------------------------------------------------------------------------------------
+def _levels(size: int, fn: str) -> int:
+    levels = int(round(math.log2(size / 4)))
+    if size < 8 or 4 * 2 ** levels != size:
+        raise ValueError(f"{fn}: image size {size} must be 4·2^k with k >= 1 (8, 16, 32, 64…).")
+    return levels
+
+
+class DCGenerator(nn.Module):
+    """z (B, latent_dim) -> images (B, channels, size, size) in [-1, 1].
+
+    The DCGAN rules: a transposed convolution (kernel 4, stride 2) doubles the resolution at
+    each level, batch norm + ReLU after every layer but the last, tanh at the output, no
+    pooling and no fully connected hidden layers. Channels halve as resolution doubles.
+    """
+
+    def __init__(self, latent_dim: int = 32, size: int = 32, channels: int = 1, base: int = 16):
+        super().__init__()
+        levels = _levels(size, "DCGenerator")
+        self.latent_dim, self.size = latent_dim, size
+        width = base * 2 ** (levels - 1)
+        layers = [nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False),  # 1x1 -> 4x4
+                  nn.BatchNorm2d(width), nn.ReLU(True)]
+        for _ in range(levels - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"DCGenerator: expected z of shape (B, {self.latent_dim}), got {tuple(z.shape)}.")
+        return self.net(z[:, :, None, None])
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator, device=self.net[0].weight.device)
+
+    def mix_styles(self, z_content: torch.Tensor, z_style: torch.Tensor, level: int) -> torch.Tensor:
+        """Generate from ``z_content``, but give the feature maps after block ``level`` (0: 4x4,
+        1: 8x8, ...) the per-channel mean and std of ``z_style``'s maps there (``adain``), then
+        continue. Which attributes follow the style shows what a layer's channel statistics
+        carry; StyleGAN makes this the generator's only input of the style."""
+        blocks = [i for i, m in enumerate(self.net) if isinstance(m, nn.ReLU)]
+        if not 0 <= level < len(blocks):
+            raise ValueError(f"mix_styles: level must be in 0..{len(blocks) - 1}, got {level}.")
+        cut = blocks[level] + 1
+        head, tail = self.net[:cut], self.net[cut:]
+        content, style = head(z_content[:, :, None, None]), head(z_style[:, :, None, None])
+        sigma = style.var(dim=(2, 3), unbiased=False).add(1e-5).sqrt()
+        return tail(adain(content, sigma, style.mean(dim=(2, 3))))
+
+
+class DCDiscriminator(nn.Module):
+    """images (B, channels, size, size) -> logits (B,): the generator mirrored.
+
+    Strided convolutions halve the resolution, LeakyReLU(0.2), batch norm on all but the first
+    layer, and a final 4x4 convolution to one logit (no sigmoid: the loss applies it).
+    """
+
+    def __init__(self, size: int = 32, channels: int = 1, base: int = 16):
+        super().__init__()
+        levels = _levels(size, "DCDiscriminator")
+        self.size, self.channels = size, channels
+        layers = [nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        width = base
+        for _ in range(levels - 1):
+            layers += [nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width),
+                       nn.LeakyReLU(0.2, True)]
+            width *= 2
+        layers += [nn.Conv2d(width, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
+            raise ValueError(f"DCDiscriminator: expected images (B, {self.channels}, {self.size}, "
+                             f"{self.size}), got {tuple(x.shape)}.")
+        return self.net(x).flatten()
+
+
+def dcgan_init(module: nn.Module) -> nn.Module:
+    """The DCGAN paper's initialisation: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of D: -E[log D(x)] - E[log(1 - D(G(z)))], with D = sigmoid(logit).
+
+    Written with softplus for stability: -log sigmoid(l) = softplus(-l) and
+    -log(1 - sigmoid(l)) = softplus(l). Minimising it is D's ascent on V(G, D).
+    """
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor, saturating: bool = False) -> torch.Tensor:
+    """The generator's loss on D's logits for its samples.
+
+    saturating=True:  E[log(1 - D(G(z)))] = -E[softplus(l)]   (the minimax game itself)
+    saturating=False: -E[log D(G(z))]     =  E[softplus(-l)]  (the non-saturating heuristic)
+    Where D confidently rejects the samples (l << 0) the first has gradient sigmoid(l) -> 0 with
+    respect to l; the second has sigmoid(l) - 1 -> -1 and keeps G learning.
+    """
+    if saturating:
+        return -F.softplus(fake_logits).mean()
+    return F.softplus(-fake_logits).mean()
+
+
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN critic loss (to minimise): E[f(G(z))] - E[f(x)]. Its negative estimates W(p, q)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """WGAN generator loss: -E[f(G(z))] (G moves its samples up the critic's slope)."""
+    return -fake_scores.mean()
+
+
+@torch.no_grad()
+def clip_weights(critic: nn.Module, c: float = 0.01) -> None:
+    """Clamp every parameter of ``critic`` to [-c, c] in place (WGAN, Arjovsky et al. 2017).
+
+    Bounded weights bound the critic's Lipschitz constant (crudely: the bound is c-dependent and
+    loose), which is what makes E[f(x)] - E[f(G(z))] an EMD estimate up to a constant factor.
+    """
+    if c <= 0:
+        raise ValueError(f"clip_weights: the clip value c must be > 0, got {c}.")
+    for p in critic.parameters():
+        p.clamp_(-c, c)
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP's penalty E[(||grad_x f(x_hat)||_2 - 1)^2] (Gulrajani et al. 2017).
+
+    x_hat = alpha·real + (1 - alpha)·fake lies on straight lines between real and fake samples,
+    where the optimal critic has gradient norm 1. ``real``, ``fake``: (B, ...) with one sample
+    per row; ``alpha``: (B, 1, ..., 1) in [0, 1], drawn uniformly when None. The gradient is
+    built with ``create_graph=True`` so that the penalty itself can be back-propagated into the
+    critic's weights. The result is a scalar tensor.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} "
+                         "must have the same shape.")
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = grad.flatten(1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.05, 0.2, 1.0, 5.0)) -> torch.Tensor:
+    """Squared maximum mean discrepancy with a sum of Gaussian kernels (biased V-statistic).
+
+    MMD²(p, q) = E k(x, x') + E k(y, y') - 2 E k(x, y), k(a, b) = sum_s exp(-|a-b|² / (2 s²)).
+    Zero iff p = q (for a characteristic kernel); needs no discriminator, but costs O(B²·d)
+    per batch: every pair of samples is compared. x: (B, d), y: (B', d) -> scalar.
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd: expected (B, d) and (B', d) samples, got {tuple(x.shape)} and {tuple(y.shape)}.")
+    xy = torch.cat([x, y])
+    d2 = torch.cdist(xy, xy).pow(2)
+    k = sum(torch.exp(-d2 / (2 * s * s)) for s in bandwidths)
+    n = len(x)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+# --------------------------------------------------------------------------------------------
+# One alternating update
+# --------------------------------------------------------------------------------------------
+def gan_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor,
+             saturating: bool = False) -> dict[str, float]:
+    """One alternating GAN update: first D (one step on real vs detached fakes), then G.
+
+    G's step uses the *updated* D on the same fakes. ``.detach()`` keeps D's loss from
+    reaching G; D's gradients from G's step are cleared by D's ``zero_grad`` next time.
+    Returns the two losses as floats.
+    """
+    fake = G(z)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss = discriminator_loss(D(real), D(fake.detach()))
+    d_loss.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    g_loss = generator_loss(D(fake), saturating=saturating)
+    g_loss.backward()
+    opt_g.step()
+    return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+
+def _flat_critic(critic, shape):
+    """View an ensemble critic (K, B, d) as one taking rows (K·B, d), for the gradient penalty."""
+    return lambda rows: critic(rows.reshape(shape)).reshape(-1)
+
+
+def wgan_step(G, critic, opt_g, opt_c, real_batches, z_batches, z: torch.Tensor, *,
+              clip: float | None = None, gp_weight: float | None = None) -> dict[str, float]:
+    """One WGAN generator update preceded by ``len(real_batches)`` critic updates.
+
+    Critic loss E[f(G(z))] - E[f(x)] (+ gp_weight·gradient_penalty), then ``clip_weights`` if
+    ``clip`` is set; generator loss -E[f(G(z))]. Returns the last critic loss, its negative
+    without the penalty ("w_estimate", the progress signal) and the generator loss.
+    """
+    for real, zc in zip(real_batches, z_batches):
+        with torch.no_grad():
+            fake = G(zc)
+        opt_c.zero_grad(set_to_none=True)
+        w_loss = critic_loss(critic(real), critic(fake))
+        loss = w_loss
+        if gp_weight:
+            if real.ndim == 3:  # an ensemble: penalise each row of every member
+                penalty = gradient_penalty(_flat_critic(critic, real.shape), real.reshape(-1, real.shape[-1]),
+                                           fake.reshape(-1, fake.shape[-1]))
+            else:
+                penalty = gradient_penalty(critic, real, fake)
+            loss = loss + gp_weight * penalty
+        loss.backward()
+        opt_c.step()
+        if clip:
+            clip_weights(critic, clip)
+    opt_g.zero_grad(set_to_none=True)
+    g_loss = wgan_generator_loss(critic(G(z)))
+    g_loss.backward()
+    opt_g.step()
+    return {"c_loss": loss.item(), "w_estimate": -w_loss.item(), "g_loss": g_loss.item()}
+
+
+def infogan_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
+                 n_codes: int, info_weight: float = 1.0) -> dict[str, float]:
+    """One InfoGAN update with a categorical code c (Chen et al. 2016).
+
+    G sees [z, onehot(c)]; D has 1 + n_codes outputs: the real/fake logit and Q(c | x)'s
+    logits. Both players also minimise info_weight·CE(Q(G(z, c)), c), a lower bound on
+    -I(c; G(z, c)) up to the constant H(c): G learns to make c *recoverable* from its sample.
+    """
+    g_in = torch.cat([z, F.one_hot(codes, n_codes).to(z.dtype)], dim=-1)
+    fake = G(g_in)
+
+    def info(out):
+        return F.cross_entropy(out[..., 1:].reshape(-1, n_codes), codes.reshape(-1))
+
+    opt_d.zero_grad(set_to_none=True)
+    out_fake = D(fake.detach())
+    d_loss = discriminator_loss(D(real)[..., 0], out_fake[..., 0]) + info_weight * info(out_fake)
+    d_loss.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    out_fake = D(fake)
+    info_loss = info(out_fake)
+    g_loss = generator_loss(out_fake[..., 0]) + info_weight * info_loss
+    g_loss.backward()
+    opt_g.step()
+    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "info_loss": info_loss.item()}
+
+
+# --------------------------------------------------------------------------------------------
+# AdaIN
+# --------------------------------------------------------------------------------------------
+def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance normalisation: AdaIN(x, y) = y_s · (x - mu(x)) / sigma(x) + y_b.
+
+    x (B, C, H, W); mu, sigma per image and channel over H, W; scale, bias (B, C) (the style).
+    The normalisation erases x's own per-channel statistics, so after AdaIN every channel has
+    exactly mean y_b and standard deviation |y_s|: the style sets them, the content keeps
+    only the spatial pattern (Huang & Belongie 2017; StyleGAN, Karras et al. 2019).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"adain: expected x of shape (B, C, H, W), got {tuple(x.shape)}.")
+    if scale.shape != x.shape[:2] or bias.shape != x.shape[:2]:
+        raise ValueError(f"adain: scale {tuple(scale.shape)} and bias {tuple(bias.shape)} must both "
+                         f"be (B, C) = {tuple(x.shape[:2])}.")
+    mu = x.mean(dim=(2, 3), keepdim=True)
+    sigma = (x.var(dim=(2, 3), unbiased=False, keepdim=True) + eps).sqrt()
+    return scale[:, :, None, None] * (x - mu) / sigma + bias[:, :, None, None]
+
+
+class AdaIN(nn.Module):
+    """StyleGAN's style input: a learned affine map A turns a style vector w into (y_s, y_b).
+
+    y_s is parameterised as 1 + A_s(w) so that a zero style leaves the normalised map unscaled.
+    """
+
+    def __init__(self, style_dim: int, channels: int):
+        super().__init__()
+        self.affine = nn.Linear(style_dim, 2 * channels)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.zeros_(self.affine.bias)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale, bias = self.affine(w).chunk(2, dim=1)
+        return adain(x, 1 + scale, bias)
+
+
+# --------------------------------------------------------------------------------------------
+# A whole toy run, several seeds at once
+# --------------------------------------------------------------------------------------------
+def member_mode_statistics(G, centers: torch.Tensor, std: float, n: int = 2000, min_count: int = 20,
+                           seed: int = 1234) -> list[dict]:
+    """``toy2d.mode_statistics`` for each member of a (possibly ensemble) toy generator.
+
+    A mode counts as covered when at least ``min_count`` of the ``n`` samples land on it with
+    high quality (1% by default, an eighth of a fair share on the 8-Gaussian ring), so a few
+    stray samples do not make a collapsed generator look diverse.
+    """
+    from ..data.toy2d import mode_statistics
+
+    with torch.no_grad():
+        samples = G(G.noise(n, torch.Generator(device=G.out.weight.device).manual_seed(seed)))
+    samples = samples if samples.ndim == 3 else samples[None]
+    return [mode_statistics(s, centers, std, min_count=min_count) for s in samples.cpu()]
+
+
+def code_information(G, centers: torch.Tensor, n_per_code: int = 250, seed: int = 1234) -> list[float]:
+    """How much an InfoGAN generator's code decides the mode: I(c; mode) / H(c), per member.
+
+    For each code value c, ``n_per_code`` samples G([z, onehot(c)]) are assigned to their nearest
+    centre; the mutual information between c and that mode, divided by H(c) = log(n_codes),
+    is 1 when each code picks its own mode and 0 when the code is ignored.
+    """
+    n_codes = G.n_codes
+    codes = torch.arange(n_codes).repeat_interleave(n_per_code)
+    with torch.no_grad():
+        z = G.noise(len(codes), torch.Generator().manual_seed(seed))[..., : G.latent_dim - n_codes]
+        onehot = F.one_hot(codes, n_codes).float().expand(*z.shape[:-1], n_codes)
+        x = G(torch.cat([z, onehot], dim=-1))
+    x = x if x.ndim == 3 else x[None]
+    scores = []
+    for samples in x:
+        modes = torch.cdist(samples, centers).argmin(dim=1)
+        joint = torch.zeros(n_codes, len(centers))
+        joint.index_put_((codes, modes), torch.ones(len(codes)), accumulate=True)
+        joint /= joint.sum()
+        outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+        nz = joint > 0
+        scores.append(float((joint[nz] * (joint[nz] / outer[nz]).log()).sum() / math.log(n_codes)))
+    return scores
+
+
+def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, steps: int = 1000,
+                  lr: float = 1e-3, betas=(0.5, 0.999), batch: int = 256, latent_dim: int = 2,
+                  hidden: int = 128, depth: int = 3, n_critic: int = 5, clip: float = 0.01,
+                  gp_weight: float = 1.0, minibatch_std: bool = False, saturating: bool = False,
+                  n_codes: int = 8, info_weight: float = 1.0, seed: int = 0, log_every: int = 10,
+                  eval_every: int = 0, eval_fn=None, max_seconds: float | None = None, progress: bool = True, desc: str | None = None):
+    """Train ``members`` independent toy GANs (different seeds) on ``data`` (N, d) for ``steps``
+    generator updates; returns (G, D, history).
+
+    method: "gan" (one D step per G step, BCE), "wgan-clip" or "wgan-gp" (``n_critic`` critic
+    steps per G step), or "infogan" (a GAN whose generator also takes a categorical code of
+    ``n_codes`` values, as one-hot, and whose D has an extra Q head; see ``infogan_step``).
+    Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
+    every ``eval_every`` steps and at the end, and kept in ``history["eval"]`` as (step, value)
+    pairs. ``history.seconds`` is the wall time, ``history.ms_per_step`` the time per G step.
+    """
+    from ..train import train
+
+    if method not in ("gan", "wgan-clip", "wgan-gp", "infogan"):
+        raise ValueError(f"train_toy_gan: method {method!r} must be 'gan', 'wgan-clip', 'wgan-gp' "
+                         "or 'infogan'.")
+    data = torch.as_tensor(data, dtype=torch.float32)
+    if data.ndim != 2:
+        raise ValueError(f"train_toy_gan: data must be (N, d), got {tuple(data.shape)}.")
+    _check_finite(data, "data", "train_toy_gan")
+    torch.manual_seed(seed)
+    dim = data.shape[1]
+    info = method == "infogan"
+    G = ToyGenerator(latent_dim + n_codes * info, dim, hidden, depth, members)
+    D = ToyDiscriminator(dim, hidden, depth, members, minibatch_std=minibatch_std,
+                         outputs=1 + n_codes * info)
+    G.n_codes = n_codes if info else 0
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    rng = torch.Generator().manual_seed(seed + 1)
+
+    def real_batch():  # (K, B, d) for an ensemble, (B, d) for a single GAN
+        shape = (members, batch) if members > 1 else (batch,)
+        return data[torch.randint(len(data), shape, generator=rng)]
+
+    evals = []
+
+    def step(i):
+        if eval_fn is not None and eval_every and i % eval_every == 0:
+            evals.append((i, eval_fn(G)))
+        # losses are means over all members: each member's gradient is its own run's / K, which
+        # Adam's per-parameter normalisation cancels (up to its eps)
+        if method == "gan":
+            out = gan_step(G, D, opt_g, opt_d, real_batch(), G.noise(batch, rng), saturating)
+        elif info:
+            z = G.noise(batch, rng)[..., :latent_dim]
+            codes = torch.randint(n_codes, z.shape[:-1], generator=rng)
+            out = infogan_step(G, D, opt_g, opt_d, real_batch(), z, codes, n_codes, info_weight)
+        else:
+            k = n_critic
+            out = wgan_step(G, D, opt_g, opt_d, [real_batch() for _ in range(k)],
+                            [G.noise(batch, rng) for _ in range(k)], G.noise(batch, rng),
+                            clip=clip if method == "wgan-clip" else None,
+                            gp_weight=gp_weight if method == "wgan-gp" else None)
+        return out
+
+    label = desc or f"{method} x{members}"
+    start = time.perf_counter()
+    history = train(step, steps, desc=label, log_every=log_every, max_seconds=max_seconds,
+                    progress=progress)
+    if eval_fn is not None:
+        evals.append((history.steps[-1] + 1, eval_fn(G)))
+    history["eval"] = evals
+    history.ms_per_step = 1000 * (time.perf_counter() - start) / (history.steps[-1] + 1)
+    return G, D, history
+
+
+# --------------------------------------------------------------------------------------------
+# DCGAN on the rendered shape images: training, metrics, shipped checkpoint
+# --------------------------------------------------------------------------------------------
+def image_sample_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Set metrics of generated vs reference images in [0, 1], on RMS pixel distances.
+
+    mmd: mean over reference images of the distance to the closest sample (fidelity: is every
+    real image reproduced?); cov: share of reference images that are some sample's nearest
+    neighbour (diversity); one_nna: 1-NN two-sample test accuracy (0.5 ideal, 1.0 separable).
+    The same three numbers judge 3D generators in unit 04, with Chamfer instead of pixels.
+    """
+    from ..geometry.metrics import coverage, minimum_matching_distance, one_nna
+
+    s, r = samples.flatten(1).float(), reference.flatten(1).float()
+    if s.shape[1] != r.shape[1]:
+        raise ValueError(f"image_sample_metrics: samples {tuple(samples.shape)} and reference "
+                         f"{tuple(reference.shape)} differ in image size.")
+    scale = math.sqrt(s.shape[1])
+    d_sr = torch.cdist(s, r) / scale
+    return {"mmd": float(minimum_matching_distance(d_sr)), "cov": float(coverage(d_sr)),
+            "one_nna": float(one_nna(torch.cdist(s, s) / scale, torch.cdist(r, r) / scale, d_sr))}
+
+
+@torch.no_grad()
+def sample_images(G: DCGenerator, n: int, seed: int = 0) -> torch.Tensor:
+    """n images in [0, 1] from G in eval mode (batch norm uses its running statistics)."""
+    was_training = G.training
+    G.eval()
+    images = (G(G.noise(n, torch.Generator(device=G.net[0].weight.device).manual_seed(seed))) + 1) / 2
+    G.train(was_training)
+    return images.cpu()
+
+
+def train_dcgan(images: torch.Tensor, *, steps: int, latent_dim: int = 32, base: int = 16,
+                batch: int = 32, lr: float = 5e-4, seed: int = 0, progress: bool = True,
+                max_seconds: float | None = None, device=None):
+    """Train a DCGAN on ``images`` (N, C, H, W) in [0, 1]; returns (G, D, history).
+
+    Adam with beta1 = 0.5 and the DCGAN initialisation, one D step per G step (``gan_step``)."""
+    from ..train import train
+
+    if images.ndim != 4:
+        raise ValueError(f"train_dcgan: images must be (N, C, H, W), got {tuple(images.shape)}.")
+    _check_finite(images, "images", "train_dcgan")
+    device = torch.device(device or "cpu")
+    x = (images.float() * 2 - 1).to(device)
+    torch.manual_seed(seed)
+    G = dcgan_init(DCGenerator(latent_dim, x.shape[-1], x.shape[1], base)).to(device)
+    D = dcgan_init(DCDiscriminator(x.shape[-1], x.shape[1], base)).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
+    rng = torch.Generator().manual_seed(seed + 1)
+
+    def step(i):
+        real = x[torch.randint(len(x), (batch,), generator=rng).to(device)]
+        return gan_step(G, D, opt_g, opt_d, real, torch.randn(batch, latent_dim, generator=rng).to(device))
+
+    history = train(step, steps, desc="DCGAN", log_every=5, progress=progress, max_seconds=max_seconds)
+    return G, D, history
+
+
+CHECKPOINT = "dcgan_shapes"
+
+
+def pretrained_dcgan() -> DCGenerator:
+    """The shipped DCGAN generator for 32x32 shaded shape renders (``gen3d-course train gans``)."""
+    from ..checkpoints import checkpoint_info, load_checkpoint
+
+    config = checkpoint_info(CHECKPOINT)["config"]
+    G = DCGenerator(config["latent_dim"], config["size"], 1, config["base"])
+    load_checkpoint(CHECKPOINT, G)
+    return G.eval()
+
+
+def train_checkpoint() -> dict:
+    """Train the shipped DCGAN (run with GEN3D_MODE=full): 500 renders, 32x32, shaded."""
+    from ..checkpoints import save_checkpoint
+    from ..config import budget
+    from ..data.images import shape_images
+
+    config = {"latent_dim": 32, "size": 32, "base": 16, "batch": 64, "lr": 5e-4,
+              "images": "shape_images(per_category=100, size=32, kind='shaded')",
+              "steps": budget(lecture=1500, fast=50, full=4000)}
+    images, _ = shape_images(per_category=100, size=32, kind="shaded")
+    G, _, history = train_dcgan(images, steps=config["steps"], latent_dim=32, base=16, batch=64,
+                                lr=5e-4, seed=0)
+    untrained = dcgan_init(DCGenerator(32, 32, 1, 16))
+    metrics = {k: round(v, 4) for k, v in image_sample_metrics(sample_images(G, 500), images).items()}
+    metrics.update({f"untrained_{k}": round(v, 4)
+                    for k, v in image_sample_metrics(sample_images(untrained, 500), images).items()})
+    metrics["train_seconds"] = round(history.seconds, 1)
+    save_checkpoint(CHECKPOINT, G, command="GEN3D_MODE=full gen3d-course train gans", seed=0,
+                    metrics=metrics, config=config)
+    return metrics
