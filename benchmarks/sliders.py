@@ -31,7 +31,51 @@ def gallery():
     return measure(browser, [seed] * 10, list(range(1, 11)))
 
 
-PANELS = {"00 gallery (64³ re-mesh)": gallery}
+def _small_vae(data, steps, **fit_kwargs):
+    """A VAE trained briefly (benchmark setup): decode latency does not depend on training, but
+    marching cubes does (an untrained decoder's 0.5-level is noise), so the shape model learns."""
+    import torch
+
+    from gen3d_course.models import autoencoders as ae
+
+    torch.manual_seed(0)
+    model = ae.VAE(tuple(data.shape[1:]), 8, hidden=(128,))
+    ae.fit(model, data, steps, progress=False, **fit_kwargs)
+    return model
+
+
+def vae_image_sliders():
+    """Unit 01: 8-D image VAE, 32×32 decode into an ImagePanel heatmap."""
+    import torch
+
+    from gen3d_course.models import autoencoders as ae
+    from gen3d_course.viz.widgets import ImagePanel, latent_sliders
+
+    model = _small_vae(torch.rand(64, 1, 32, 32), 1)
+    box = latent_sliders(lambda z: ae.decode_numpy(model, z)[0], 8, panel=ImagePanel())
+    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+
+
+def vae_voxel_sliders():
+    """Unit 01: 8-D voxel VAE, 16³ decode + marching cubes (2× upsampled) into a MeshPanel."""
+    import numpy as np
+    import torch
+
+    from gen3d_course.data import samples
+    from gen3d_course.data.shapes import shape_collection
+    from gen3d_course.geometry.extract import voxel_mesh
+    from gen3d_course.models import autoencoders as ae
+    from gen3d_course.viz.widgets import latent_sliders
+
+    voxels = torch.from_numpy(np.stack([samples.voxelize(s, 16) for s in shape_collection(10)]))
+    model = _small_vae(voxels.float()[:, None], 300, C=2.0, batch_size=32, lr=3e-3)
+    box = latent_sliders(lambda z: voxel_mesh(ae.decode_numpy(model, z)[0], upsample=2), 8)
+    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+
+
+PANELS = {"00 gallery (64³ re-mesh)": gallery,
+          "01 image VAE sliders (32×32 decode)": vae_image_sliders,
+          "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders}
 
 
 def main() -> None:

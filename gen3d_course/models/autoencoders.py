@@ -144,7 +144,8 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"decoder: expected codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}.")
+            raise ValueError(f"decoder: expected codes of shape (B, {self.latent_dim}), "
+                             f"got {tuple(z.shape)}.")
         return torch.sigmoid(self.net(z)).reshape(z.shape[0], *self.data_shape)
 
 
