@@ -270,3 +270,23 @@ def test_build_models_share_encoder_and_output_count():
     a1, a3 = models["atlas_1"].decoder, models["atlas_3"].decoder
     per_patch = sum(p.numel() for p in a1.parameters())
     assert sum(p.numel() for p in a3.parameters()) == 3 * per_patch
+
+
+def test_shipped_checkpoint_loads_and_records_the_comparison():
+    from gen3d_course.checkpoints import checkpoint_info
+
+    models = A.load_pretrained()
+    info = checkpoint_info(A.CHECKPOINT)
+    k = info["config"]["models"]["n_patches"]
+    assert sorted(models) == sorted(["pointset", "atlas_1", f"atlas_{k}", "sphere"])
+    x = torch.rand(1, 512, 3) - 0.5
+    assert models[f"atlas_{k}"](x, 100).shape == (1, 100, 3)
+    metrics = info["metrics"]
+    assert metrics[f"atlas_{k}"]["chamfer"] < metrics["atlas_1"]["chamfer"]
+    assert all(m["chamfer"] < 0.01 for m in metrics.values())   # untrained: > 0.03
+
+
+def test_chamfer_step_rejects_too_small_pools():
+    model = A.make_model("atlas", code_dim=4, n_patches=1, hidden=(8,))
+    with pytest.raises(ValueError, match="n_points=64"):
+        A.chamfer_step(model, torch.rand(2, 32, 3), n_points=64)

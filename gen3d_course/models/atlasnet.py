@@ -487,13 +487,13 @@ DEFAULT_CONFIG = dict(code_dim=64, n_points=512, n_patches=8, hidden=[128, 128, 
 HELD_OUT_SEED = 1000   # held-out shapes are seeds 1000, 1001, ... of every category
 
 
-def build_models(config: dict | None = None) -> dict[str, AutoEncoder]:
+def build_models(overrides: dict | None = None) -> dict[str, AutoEncoder]:
     """The compared models, by name: 'pointset', 'atlas_1', 'atlas_K' (K = n_patches), 'sphere'.
 
     Every one has the same PointNet encoder and outputs n_points points per shape; the two
     AtlasNets have the same MLP per patch, so 1 patch and K patches cost the same per point.
     """
-    c = dict(DEFAULT_CONFIG, **(config or {}))
+    c = dict(DEFAULT_CONFIG, **(overrides or {}))
     k = c["n_patches"]
     return {
         "pointset": make_model("pointset", c["code_dim"], n_points=c["n_points"],
