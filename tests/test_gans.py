@@ -126,6 +126,15 @@ def test_minibatch_stddev_sees_the_batch_spread():
     assert torch.allclose(out[0, :, -1], h[0].std(0, unbiased=False).mean().expand(10))
     collapsed = torch.ones(1, 10, 4)
     assert gans.minibatch_stddev(collapsed)[..., -1].abs().max() == 0
+    # per-member flags: the plain member judges each sample alone, the other sees the batch
+    D = gans.ToyDiscriminator(members=2, minibatch_std=[False, True])
+    x = torch.randn(2, 8, 2)
+    y = x.clone()
+    y[:, 1:] *= 5  # change every sample but the first
+    out_x, out_y = D(x), D(y)
+    assert torch.isclose(out_x[0, 0], out_y[0, 0]) and not torch.isclose(out_x[1, 0], out_y[1, 0])
+    with pytest.raises(ValueError, match="3 flags for 2 members"):
+        gans.ToyDiscriminator(members=2, minibatch_std=[True, True, False])
 
 
 def test_ensemble_members_train_like_independent_runs():
@@ -205,6 +214,15 @@ def test_infogan_code_information_is_zero_for_an_ignored_code_and_one_for_a_perf
 
     assert gans.code_information(Perfect(), toy2d.ring_centers()) == [pytest.approx(1.0)]
     assert gans.code_information(Ignored(), toy2d.ring_centers())[0] < 0.01
+    # a zero weight per member switches the information term off for that member only
+    torch.manual_seed(0)
+    G, D = gans.ToyGenerator(latent_dim=4, members=2, hidden=8), gans.ToyDiscriminator(members=2, outputs=3, hidden=8)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (G, D)]
+    out = gans.infogan_step(G, D, *opts, torch.randn(2, 6, 2), torch.randn(2, 6, 2), torch.randint(2, (2, 6)),
+                            n_codes=2, info_weight=[0.0, 1.0])
+    assert out["info_loss"] > 0
+    head = D.out.weight.grad  # D's Q-head columns (1, 2) get a gradient from member 1 only
+    assert head[0, :, 1:].abs().sum() == 0 and head[1, :, 1:].abs().sum() > 0
 
 
 # --- autograder checks ------------------------------------------------------------------------

@@ -87,10 +87,17 @@ class _ToyMLP(nn.Module):
         if members < 1 or depth < 1:
             raise ValueError(f"{type(self).__name__}: members ({members}) and depth ({depth}) must be >= 1.")
         self.in_dim, self.out_dim, self.members = in_dim, out_dim, members
-        self.minibatch_std = minibatch_std
+        # one flag per member: a plain member gets the feature multiplied by 0, which makes it
+        # exactly a network without it (the weight on a constant-zero input never moves)
+        flags = [minibatch_std] * members if isinstance(minibatch_std, bool) else list(minibatch_std)
+        if len(flags) != members:
+            raise ValueError(f"{type(self).__name__}: minibatch_std has {len(flags)} flags for "
+                             f"{members} members.")
+        self.minibatch_std = any(flags)
+        self.register_buffer("minibatch_mask", torch.tensor(flags, dtype=torch.float32).reshape(-1, 1, 1))
         dims = [in_dim] + [hidden] * depth
         self.hidden = nn.ModuleList(EnsembleLinear(a, b, members) for a, b in zip(dims[:-1], dims[1:]))
-        self.out = EnsembleLinear(hidden + int(minibatch_std), out_dim, members)
+        self.out = EnsembleLinear(hidden + int(self.minibatch_std), out_dim, members)
         self.activation = activation
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -108,6 +115,7 @@ class _ToyMLP(nn.Module):
             h = self.activation(layer(h))
         if self.minibatch_std:
             h = minibatch_stddev(h)
+            h = torch.cat([h[..., :-1], h[..., -1:] * self.minibatch_mask], dim=-1)
         return self.out(h), single
 
 
@@ -134,11 +142,12 @@ class ToyDiscriminator(_ToyMLP):
 
     ``outputs > 1`` returns (B, outputs): column 0 is the real/fake logit, the others can serve
     as an auxiliary head (InfoGAN's Q). ``minibatch_std=True`` appends the batch spread as a
-    feature before the last layer (``minibatch_stddev``).
+    feature before the last layer (``minibatch_stddev``); a list of K flags switches it per
+    member, so plain and remedied discriminators can train side by side in one ensemble.
     """
 
     def __init__(self, in_dim: int = 2, hidden: int = 128, depth: int = 3, members: int = 1,
-                 minibatch_std: bool = False, outputs: int = 1):
+                 minibatch_std: bool | list[bool] = False, outputs: int = 1):
         super().__init__(in_dim, outputs, hidden, depth, members,
                          lambda h: F.leaky_relu(h, 0.2), minibatch_std)
 
@@ -390,28 +399,33 @@ def wgan_step(G, critic, opt_g, opt_c, real_batches, z_batches, z: torch.Tensor,
 
 
 def infogan_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
-                 n_codes: int, info_weight: float = 1.0) -> dict[str, float]:
+                 n_codes: int, info_weight=1.0) -> dict[str, float]:
     """One InfoGAN update with a categorical code c (Chen et al. 2016).
 
     G sees [z, onehot(c)]; D has 1 + n_codes outputs: the real/fake logit and Q(c | x)'s
     logits. Both players also minimise info_weight·CE(Q(G(z, c)), c), a lower bound on
     -I(c; G(z, c)) up to the constant H(c): G learns to make c *recoverable* from its sample.
+    ``info_weight`` is a number, or one per member of an ensemble (0 = a plain GAN that is fed
+    the code but never asked to make it recoverable). The returned info_loss is the weighted one.
     """
     g_in = torch.cat([z, F.one_hot(codes, n_codes).to(z.dtype)], dim=-1)
     fake = G(g_in)
+    weight = torch.as_tensor(info_weight, dtype=z.dtype)
+    weight = weight.reshape(-1, *([1] * (codes.ndim - 1))) if weight.ndim else weight
 
-    def info(out):
-        return F.cross_entropy(out[..., 1:].reshape(-1, n_codes), codes.reshape(-1))
+    def info(out):  # the weighted cross-entropy of Q; a weight per member for an ensemble
+        ce = F.cross_entropy(out[..., 1:].reshape(-1, n_codes), codes.reshape(-1), reduction="none")
+        return (weight * ce.reshape(codes.shape)).mean()
 
     opt_d.zero_grad(set_to_none=True)
     out_fake = D(fake.detach())
-    d_loss = discriminator_loss(D(real)[..., 0], out_fake[..., 0]) + info_weight * info(out_fake)
+    d_loss = discriminator_loss(D(real)[..., 0], out_fake[..., 0]) + info(out_fake)
     d_loss.backward()
     opt_d.step()
     opt_g.zero_grad(set_to_none=True)
     out_fake = D(fake)
     info_loss = info(out_fake)
-    g_loss = generator_loss(out_fake[..., 0]) + info_weight * info_loss
+    g_loss = generator_loss(out_fake[..., 0]) + info_loss
     g_loss.backward()
     opt_g.step()
     return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "info_loss": info_loss.item()}
@@ -503,8 +517,8 @@ def code_information(G, centers: torch.Tensor, n_per_code: int = 250, seed: int 
 def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, steps: int = 1000,
                   lr: float = 1e-3, betas=(0.5, 0.999), batch: int = 256, latent_dim: int = 2,
                   hidden: int = 128, depth: int = 3, n_critic: int = 5, clip: float = 0.01,
-                  gp_weight: float = 1.0, minibatch_std: bool = False, saturating: bool = False,
-                  n_codes: int = 8, info_weight: float = 1.0, seed: int = 0, log_every: int = 10,
+                  gp_weight: float = 1.0, minibatch_std=False, saturating: bool = False,
+                  n_codes: int = 8, info_weight=1.0, seed: int = 0, log_every: int = 10,
                   eval_every: int = 0, eval_fn=None, max_seconds: float | None = None, progress: bool = True, desc: str | None = None):
     """Train ``members`` independent toy GANs (different seeds) on ``data`` (N, d) for ``steps``
     generator updates; returns (G, D, history).
@@ -512,7 +526,8 @@ def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, 
     method: "gan" (one D step per G step, BCE), "wgan-clip" or "wgan-gp" (``n_critic`` critic
     steps per G step), or "infogan" (a GAN whose generator also takes a categorical code of
     ``n_codes`` values, as one-hot, and whose D has an extra Q head; see ``infogan_step``).
-    Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
+    ``minibatch_std`` and ``info_weight`` may be given per member (a list of K values), to train
+    a variant and its baseline side by side. Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
     every ``eval_every`` steps and at the end, and kept in ``history["eval"]`` as (step, value)
     pairs. ``history.seconds`` is the wall time, ``history.ms_per_step`` the time per G step.
     """
