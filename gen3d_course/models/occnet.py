@@ -368,7 +368,7 @@ def fit_vae(model: OccupancyVAE, data: OccupancyData, steps: int, *, batch: int 
         optimiser.zero_grad()
         parts["loss"].backward()
         optimiser.step()
-        return {k: float(v) for k, v in parts.items()}
+        return {k: v.item() for k, v in parts.items()}
 
     history = train(step, steps, desc="occupancy VAE", log_every=max(1, steps // 200),
                     max_seconds=max_seconds, progress=progress)
@@ -390,18 +390,25 @@ class EvalSet:
 
 
 def make_eval_set(shapes, n_points: int = 32768, n_cloud: int = 300, noise: float = 0.01,
-                  seed: int = 1000) -> EvalSet:
-    """Uniform points in the world cube (as the paper's IoU) and one noisy cloud per shape."""
+                  seed: int = 1000, surface: torch.Tensor | None = None) -> EvalSet:
+    """Uniform points in the world cube (as the paper's IoU) and one noisy cloud per shape.
+
+    ``surface`` (S, Q, 3), e.g. ``OccupancyData.surface``, reuses sampled surface points for the
+    clouds (a fresh random subset) instead of sampling the surfaces again.
+    """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    clouds, pts, occ = [], [], []
-    for i, shape in enumerate(shapes):
-        surface, _ = samples.surface_points(shape, n_cloud, seed=seed + i)
-        clouds.append(torch.from_numpy(surface))
+    if surface is not None:
+        clouds = noisy_cloud(surface, n_cloud, 0.0, generator)
+    else:
+        clouds = torch.stack([
+            torch.from_numpy(samples.surface_points(shape, n_cloud, seed=seed + i)[0])
+            for i, shape in enumerate(shapes)])
+    pts, occ = [], []
+    for shape in shapes:
         p = rng.uniform(WORLD[0], WORLD[1], size=(n_points, 3)).astype(np.float32)
         pts.append(torch.from_numpy(p))
         occ.append(torch.from_numpy(shape.sdf(p) < 0))
-    clouds = torch.stack(clouds)
     clouds = clouds + noise * torch.randn(clouds.shape, generator=generator)
     return EvalSet(list(shapes), clouds, torch.stack(pts), torch.stack(occ))
 
