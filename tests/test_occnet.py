@@ -165,3 +165,14 @@ def test_checks_catch_typical_mistakes():
         check_volumetric_iou(lambda a, b: ((a & b).sum() / (a | b).sum().clamp(min=1)).float())
     with pytest.raises(CheckFailure, match="differ"):
         check_volumetric_iou(lambda a, b: (a & b).sum() / (a.sum() + b.sum()).float())
+
+
+def test_the_shipped_checkpoint_loads_and_completes_unseen_shapes():
+    from gen3d_course.checkpoints import checkpoint_info, load_checkpoint
+
+    info = checkpoint_info("occnet")
+    assert info["metrics"]["k"] == 2048 and info["metrics"]["heldout_iou"] > 0.7
+    model = load_checkpoint("occnet", OccupancyNetwork(**info["config"]))
+    shapes = [make_shape(c, 1000) for c in ("chair", "table", "mug")]
+    scores = heldout_iou(model, make_eval_set(shapes, n_points=4096))
+    assert scores.mean() > 0.6
