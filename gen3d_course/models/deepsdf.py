@@ -7,7 +7,7 @@ and the codes are optimised together with θ:
     min_{θ, z_1..z_S}  mean_{i,k} |clamp(f_θ(z_i, x_ik), δ) − clamp(s_ik, δ)|  +  λ · mean_i ||z_i||²
 
 clamp(s, δ) = min(δ, max(−δ, s)) spends the capacity near the surface, where meshing needs it;
-the second term is the log of a Gaussian prior N(0, σ²I) on codes (λ plays 1/σ², up to the
+the second term is minus the log of a Gaussian prior N(0, σ²I) on codes (λ plays 1/σ², up to the
 number of samples per shape) and keeps the latent space compact, so codes can be interpolated.
 Inference on a new shape optimises a fresh code with θ frozen (:func:`fit_code`), from whatever
 SDF samples are observed — all of them, or only those a camera saw (shape completion).
