@@ -23,7 +23,14 @@ def _bce_inputs(g: torch.Generator):
 def check_occupancy_bce(fn) -> bool:
     """``fn(logits (B, K), occupancy (B, K) in {0, 1})`` → the mean BCE over all B·K points."""
     name = "occupancy_bce"
-    check_function(fn, occupancy_bce, _bce_inputs, name=name, trials=6, rtol=1e-4, atol=1e-5)
+    try:
+        check_function(fn, occupancy_bce, _bce_inputs, name=name, trials=6, rtol=1e-4, atol=1e-5)
+    except CheckFailure as failure:
+        if "NaN or inf" not in str(failure):
+            raise
+        raise CheckFailure(f"{failure}\n  Hint: the inputs include logits of ±30, where σ(l) rounds "
+                           "to 0 or 1 and log(0) = -inf; use F.logsigmoid(l) for log σ(l) and "
+                           "F.logsigmoid(-l) for log(1 - σ(l)).") from None
     logits, occupancy = _bce_inputs(torch.Generator().manual_seed(1))
     check_gradients_flow(fn, (logits.requires_grad_(), occupancy), name=name)
     return True
