@@ -73,9 +73,24 @@ def vae_voxel_sliders():
     return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
 
 
+def voxel_gan_sliders():
+    """Unit 04: shipped 3D-VAE-GAN generator, z (64-d) -> 32³ grid + marching cubes."""
+    import torch
+
+    from gen3d_course.models import voxel_gan as vg
+    from gen3d_course.viz.widgets import latent_sliders
+
+    model = vg.load_pretrained()
+    z0 = torch.randn(1, model.cfg.z_dim, generator=torch.Generator().manual_seed(1))[0].numpy()
+    box = latent_sliders(lambda z: vg.voxel_mesh(vg.generate(model.G, torch.from_numpy(z)[None])[0]),
+                         model.cfg.z_dim, n_sliders=6, z0=z0)
+    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+
+
 PANELS = {"00 gallery (64³ re-mesh)": gallery,
           "01 image VAE sliders (32×32 decode)": vae_image_sliders,
-          "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders}
+          "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders,
+          "04 3D-GAN sliders (32³ generator + marching cubes)": voxel_gan_sliders}
 
 
 def main() -> None:
