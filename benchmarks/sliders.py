@@ -31,6 +31,20 @@ def gallery():
     return measure(browser, [seed] * 10, list(range(1, 11)))
 
 
+def deepsdf_interpolation():
+    """Unit 05: shipped DeepSDF decoder, chair → table codes, narrow-band 64³ grid + marching cubes."""
+    from gen3d_course.models import deepsdf
+    from gen3d_course.viz.widgets import interpolation_slider
+
+    model, shapes, _ = deepsdf.load_pretrained()
+    categories = [s.category for s in shapes]
+    codes = model.codes.weight.detach()
+    slider = interpolation_slider(deepsdf.mesh_decoder(model.decoder, res=64),
+                                  codes[categories.index("chair")], codes[categories.index("table")],
+                                  steps=11)
+    return measure(slider, [slider.slider] * 10, [i / 10 for i in range(1, 11)])
+
+
 def _small_vae(data, steps, **fit_kwargs):
     """A VAE trained briefly (benchmark setup): decode latency does not depend on training, but
     marching cubes does (an untrained decoder's 0.5-level is noise), so the shape model learns."""
@@ -88,6 +102,7 @@ def voxel_gan_sliders():
 
 
 PANELS = {"00 gallery (64³ re-mesh)": gallery,
+          "05 DeepSDF interpolation (64³ narrow band)": deepsdf_interpolation,
           "01 image VAE sliders (32×32 decode)": vae_image_sliders,
           "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders,
           "04 3D-GAN sliders (32³ generator + marching cubes)": voxel_gan_sliders}

@@ -160,11 +160,11 @@ def test_tiny_autodecoder_run_learns_two_shapes():
     shapes = [make_shape("table", 0), make_shape("mug", 0)]
     data = D.sdf_dataset(shapes, n_points=2048)
     model = D.AutoDecoder(2, latent_dim=8)
-    untrained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, res=32)["iou"]
+    untrained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)["iou"]
     history = D.train_autodecoder(model, data, 250, shapes_per_batch=2, points_per_shape=512,
                                   progress=False)
     assert history.mean("sdf") < 0.5 * history.mean("sdf", first=True)
-    trained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, res=32)
+    trained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)
     assert trained["iou"] > 0.5 > untrained + 0.3
     assert trained["chamfer"] < 0.06
     with pytest.raises(ValueError, match="n_shapes=2"):
@@ -200,3 +200,13 @@ def test_train_cli_finds_deepsdf():
     from gen3d_course.cli import trainable
 
     assert "deepsdf" in trainable()
+
+
+def test_surface_chamfer_equals_the_library_metric():
+    from gen3d_course.geometry.metrics import chamfer_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 3)), rng.normal(size=(200, 3))
+    expected = chamfer_distance(torch.tensor(a), torch.tensor(b), squared=False).item()
+    assert D.surface_chamfer(a, b) == pytest.approx(expected, rel=1e-6)
+    assert D.surface_chamfer(torch.tensor(a), torch.tensor(a)) == 0
