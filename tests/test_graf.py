@@ -1,0 +1,271 @@
+"""GRAF pieces: pose and patch sampling, rays from K, the conditional field, generator, losses,
+a short adversarial run, image metrics, the checks of the assignment, and the image collection."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gen3d_course.checks import CheckFailure
+from gen3d_course.checks import graf as checks
+from gen3d_course.geometry.image_metrics import (foreground_fraction, laplacian_pyramid, pyramid_swd,
+                                                 random_patches, sliced_wasserstein)
+from gen3d_course.models import graf
+from gen3d_course.render import cameras, patches
+from gen3d_course.render.encoding import positional_encoding
+
+torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------ p_ξ
+def test_pose_distribution_cameras_look_at_target_from_the_cap():
+    dist = patches.PoseDistribution(elevation_range=(10.0, 40.0), radius=2.0)
+    poses, angles = dist.sample(200, torch.Generator().manual_seed(0))
+    assert poses.shape == (200, 4, 4) and angles.shape == (200, 2)
+    eyes = poses[:, :3, 3]
+    assert torch.allclose(eyes.norm(dim=1), torch.full((200,), 2.0), atol=1e-5)
+    elevation = torch.rad2deg(torch.asin(eyes[:, 1] / 2.0))
+    assert elevation.min() >= 10 - 1e-3 and elevation.max() <= 40 + 1e-3
+    assert torch.allclose(elevation, angles[:, 1], atol=1e-3)
+    forward = -poses[:, :3, 2]  # the camera looks down −z
+    assert torch.allclose(forward, -eyes / 2.0, atol=1e-5)
+    # azimuth 0 looks from +z, 90 from +x
+    assert torch.allclose(dist.pose(0, 0)[:3, 3], torch.tensor([0, 0, 2.0]), atol=1e-5)
+    assert torch.allclose(dist.pose(90, 0)[:3, 3], torch.tensor([2.0, 0, 0]), atol=1e-5)
+    with pytest.raises(ValueError, match="inside the world cube"):
+        patches.PoseDistribution(radius=0.5)
+    with pytest.raises(ValueError, match="elevation_range"):
+        patches.PoseDistribution(elevation_range=(50, 10))
+
+
+# ------------------------------------------------------------------ p_ν and patch coordinates
+def test_patch_pattern_stays_inside_the_image_and_covers_it():
+    centers, scales = patches.sample_patch_pattern(5000, 0.25, 1.0, torch.Generator().manual_seed(0))
+    assert scales.min() >= 0.25 and scales.max() <= 1.0
+    assert (centers.abs() <= 1 - scales[:, None] + 1e-6).all()
+    uv = patches.patch_coordinates(centers, scales, 16, 32, 32)
+    assert uv.shape == (5000, 16, 16, 2)
+    assert uv.min() > 0 and uv.max() < 32
+    with pytest.raises(ValueError, match="min_scale"):
+        patches.sample_patch_pattern(3, 0.0, 1.0)
+    checks.check_patch_pattern(patches.sample_patch_pattern)
+
+
+def test_scale_one_is_the_half_resolution_image_and_small_scale_native_pixels():
+    grid = patches.patch_grid(4)
+    assert torch.allclose(grid[0, 0], torch.tensor([-0.75, -0.75])) and torch.allclose(grid[0, 1, 0], torch.tensor(-0.25))
+    full = patches.full_image_coordinates(8)[0]
+    assert torch.allclose(full[2, 5], torch.tensor([5.5, 2.5]))  # pixel centres, (u, v) = (col, row)
+    images = torch.rand(2, 3, 32, 32)
+    uv = patches.patch_coordinates(torch.zeros(2, 2), torch.ones(2), 16, 32, 32)
+    half = torch.nn.functional.avg_pool2d(images, 2)
+    assert torch.allclose(patches.sample_image_patches(images, uv), half, atol=1e-5)
+    # scale P/W, centred on pixel boundaries: an exact crop of native pixels
+    uv = patches.patch_coordinates(torch.tensor([[-0.5, 0.0]]), torch.tensor([0.5]), 16, 32, 32)
+    crop = patches.sample_image_patches(images[:1], uv)
+    assert torch.allclose(crop, images[:1, :, 8:24, 0:16], atol=1e-5)
+
+
+def test_rays_from_intrinsics_match_the_course_convention():
+    K = cameras.intrinsic_matrix(40.0, 32, 24)
+    c2w = torch.stack([cameras.look_at((1.0, 0.7, 1.2)), cameras.look_at((-1.5, 0.3, 0.2))])
+    uv = torch.rand(2, 5, 5, 2) * torch.tensor([32.0, 24.0])
+    o1, d1 = patches.rays_from_intrinsics(K, c2w, uv)
+    o2, d2 = cameras.rays_through(c2w, uv, 32, 24, 40.0)
+    assert torch.allclose(o1, o2) and torch.allclose(d1, d2, atol=1e-6)
+    # the centre of the image looks straight at the target
+    _, d = patches.rays_from_intrinsics(K, c2w[:1], torch.tensor([[[16.0, 12.0]]]))
+    assert torch.allclose(d[0, 0], -c2w[0, :3, 3] / c2w[0, :3, 3].norm(), atol=1e-6)
+    checks.check_patch_rays(patches.rays_from_intrinsics)
+    checks.check_patch_coordinates(patches.patch_coordinates)
+
+
+# ------------------------------------------------------------------ the conditional field
+def test_shape_and_appearance_inputs_layout():
+    points, z_s = torch.rand(2, 5, 3), torch.randn(2, 4)
+    x = graf.shape_input(points, z_s, 2)
+    assert x.shape == (2, 5, 15 + 4)
+    assert torch.equal(x[..., :15], positional_encoding(points, 2))
+    assert torch.equal(x[1, 3, 15:], z_s[1])
+    h, d, z_a = torch.randn(2, 5, 6), torch.randn(2, 5, 3), torch.randn(2, 3)
+    y = graf.appearance_input(h, d, z_a, 1)
+    assert y.shape == (2, 5, 6 + 9 + 3) and torch.equal(y[0, 2, -3:], z_a[0])
+    with pytest.raises(ValueError, match="one code per batch entry"):
+        graf.shape_input(points, torch.randn(3, 4), 2)
+    checks.check_shape_input(graf.shape_input)
+    checks.check_appearance_input(graf.appearance_input)
+
+
+def test_density_ignores_the_appearance_code():
+    torch.manual_seed(0)
+    field = graf.ConditionalField(z_shape=4, z_app=3)
+    points, dirs = torch.rand(1, 50, 3) - 0.5, torch.nn.functional.normalize(torch.randn(1, 50, 3), dim=-1)
+    z_s = torch.randn(1, 4)
+    s1, c1 = field(points, dirs, z_s, torch.randn(1, 3))
+    s2, c2 = field(points, dirs, z_s, torch.randn(1, 3))
+    s3, _ = field(points, dirs, torch.randn(1, 4), torch.randn(1, 3))
+    assert torch.equal(s1, s2) and not torch.allclose(c1, c2) and not torch.allclose(s1, s3)
+    assert (s1 >= 0).all() and ((c1 >= 0) & (c1 <= 1)).all()
+    assert torch.equal(field.density(points, z_s), s1)
+
+
+def test_generator_renders_patches_and_images_with_gradients():
+    cfg = graf.GRAFConfig(width=32, n_samples=8)
+    G = graf.Generator(cfg)
+    z_s, z_a = G.sample_codes(3, torch.Generator().manual_seed(0))
+    c2w, _ = G.poses.sample(3, torch.Generator().manual_seed(1))
+    centers, scales = patches.sample_patch_pattern(3, 0.5, 1.0, torch.Generator().manual_seed(2))
+    uv = patches.patch_coordinates(centers, scales, cfg.patch_size, 32, 32)
+    out = G(z_s, z_a, c2w, uv)
+    assert out.shape == (3, 3, 16, 16) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert all(p.grad is not None for p in G.field.trunk.parameters())
+    images = G.render(z_s, z_a, c2w, size=20)
+    assert images["images"].shape == (3, 3, 20, 20) and images["acc"].shape == (3, 20, 20)
+    assert ((images["acc"] >= 0) & (images["acc"] <= 1 + 1e-5)).all()
+    # a freshly made field is nearly empty: white images
+    assert images["images"].mean() > 0.85
+    # a full-image "patch" at the training size is the same as render
+    uv = patches.full_image_coordinates(32, 3)
+    assert torch.allclose(G(z_s, z_a, c2w, uv, perturb=False), G.render(z_s, z_a, c2w)["images"], atol=1e-5)
+
+
+def test_discriminator_and_r1():
+    D = graf.PatchDiscriminator(16, base=8)
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    assert D(x).shape == (4,)
+    r1 = graf.r1_penalty(x, D(x))
+    # a linear "discriminator" has the same gradient everywhere: R1 = ‖w‖²
+    w = torch.randn(3 * 16 * 16)
+    assert torch.allclose(graf.r1_penalty(x, x.flatten(1) @ w), w.pow(2).sum())
+    with pytest.raises(ValueError, match="requires_grad"):
+        graf.r1_penalty(torch.rand(2, 3), torch.rand(2))
+    assert r1.ndim == 0 and r1 >= 0
+    r1.backward()
+    assert next(D.parameters()).grad is not None
+    with pytest.raises(ValueError, match="power of two"):
+        graf.PatchDiscriminator(12)
+    with pytest.raises(ValueError, match="expected \\(B, 3, 16, 16\\)"):
+        D(torch.rand(2, 3, 8, 8))
+
+
+def test_min_scale_anneals_from_whole_image_to_final():
+    assert graf.min_scale_at(0) == 1.0
+    assert graf.min_scale_at(100, 0.5, 0.002) == pytest.approx(math.exp(-0.2))
+    assert graf.min_scale_at(10_000, 0.5) == 0.5
+
+
+def test_short_adversarial_run_learns_the_background_and_a_blob():
+    """Images: a red disc on white. A few dozen steps must move the generator's colour
+    statistics towards the data (a loss alone says little in a GAN)."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc = (((xx - 15.5) ** 2 + (yy - 15.5) ** 2) < 8.0 ** 2).float()
+    images = torch.ones(16, 3, 32, 32)
+    images[:, 1:] -= 0.8 * disc
+    cfg = graf.GRAFConfig(width=32, depth=2, n_samples=8, disc_base=16)
+    model = graf.GRAF.create(cfg, lr_g=2e-3, lr_d=1e-3, seed=0)
+    before = model.G.render(*model.G.sample_codes(8, torch.Generator().manual_seed(0)),
+                            model.G.poses.sample(8, torch.Generator().manual_seed(0))[0])["images"]
+    history = graf.fit(model, images, 25, batch=4, progress=False)
+    assert model.steps_done == 25 and len(history["d_loss"]) == 25
+    after = model.G_ema.render(*model.G.sample_codes(8, torch.Generator().manual_seed(0)),
+                               model.G.poses.sample(8, torch.Generator().manual_seed(0))[0])["images"]
+    target_red_minus_green = (images[:, 0] - images[:, 1]).mean()
+    gap_before = abs((before[:, 0] - before[:, 1]).mean() - target_red_minus_green)
+    gap_after = abs((after[:, 0] - after[:, 1]).mean() - target_red_minus_green)
+    assert gap_after < 0.5 * gap_before
+    with pytest.raises(ValueError, match="images must be"):
+        graf.fit(model, torch.rand(4, 3, 16, 16), 1)
+
+
+# ------------------------------------------------------------------ metrics and consistency
+def test_pyramid_reconstructs_and_swd_laws():
+    images = torch.rand(3, 3, 32, 32)
+    pyramid = laplacian_pyramid(images, 3)
+    assert [p.shape[-1] for p in pyramid] == [32, 16, 8]
+    rebuilt = pyramid[-1]
+    for level in reversed(pyramid[:-1]):
+        rebuilt = torch.nn.functional.interpolate(rebuilt, size=level.shape[-2:], mode="bilinear",
+                                                  align_corners=False) + level
+    assert torch.allclose(rebuilt, images, atol=1e-5)
+    x = torch.randn(500, 4)
+    assert sliced_wasserstein(x, x) == 0
+    assert sliced_wasserstein(x, x + 1.0) > sliced_wasserstein(x, x + 0.1) > 0
+    assert random_patches(images, 7, 5).shape == (15, 3 * 49)
+    a, b = torch.rand(20, 3, 16, 16), torch.rand(20, 3, 16, 16)
+    assert pyramid_swd(a, b)["mean"] < pyramid_swd(a, torch.ones(20, 3, 16, 16) * 0.9)["mean"]
+    assert foreground_fraction(torch.ones(2, 3, 4, 4)).tolist() == [0.0, 0.0]
+
+
+def test_reprojection_error_is_zero_for_a_consistent_object_and_large_for_another():
+    from gen3d_course.data.shapes import make_shape
+    from gen3d_course.render.sphere_tracing import render_rgba
+
+    dist = patches.PoseDistribution()
+    focal = cameras.focal_from_fov(32, 40)
+    colour = lambda p: np.clip(0.5 + p, 0, 1)  # noqa: E731 - a colour that varies over the object
+    views = [render_rgba(make_shape("chair", s), colour, dist.pose(a, 25), 32, 32, focal)
+             for s, a in ((0, 30), (0, 60), (5, 60))]
+    t = [{k: torch.from_numpy(v) for k, v in r.items()} for r in views]
+
+    def error(a, b, pa, pb):
+        return graf.reprojection_error(a["rgb"].permute(2, 0, 1), a["depth"], a["alpha"] > 0.5, dist.pose(pa, 25),
+                                       b["rgb"].permute(2, 0, 1), b["depth"], b["alpha"] > 0.5, dist.pose(pb, 25),
+                                       focal)
+
+    same = error(t[0], t[1], 30, 60)
+    other = error(t[0], t[2], 30, 60)
+    assert same["visible"] > 0.3 and same["error"] < 0.03
+    assert other["error"] > 2 * same["error"]
+
+
+# ------------------------------------------------------------------ checks fail on wrong answers
+def test_checks_fail_with_hints_on_classic_mistakes():
+    def codes_first(points, z, n):
+        return torch.cat([z[:, None].expand(-1, points.shape[1], -1), positional_encoding(points, n)], -1)
+
+    with pytest.raises(CheckFailure, match="in that order"):
+        checks.check_shape_input(codes_first)
+
+    def unflipped(K, c2w, uv):
+        h = torch.cat([uv, torch.ones_like(uv[..., :1])], -1) @ torch.linalg.inv(K).T
+        d = (c2w[:, None, None, :3, :3] @ h[..., None])[..., 0]
+        d = d / d.norm(dim=-1, keepdim=True)
+        return c2w[:, None, None, :3, 3].expand_as(d), d
+
+    with pytest.raises(CheckFailure, match="OpenGL"):
+        checks.check_patch_rays(unflipped)
+
+    def leaves_image(n, lo, hi, generator):
+        s = lo + (hi - lo) * torch.rand(n, generator=generator)
+        return 2 * torch.rand(n, 2, generator=generator) - 1, s
+
+    with pytest.raises(CheckFailure, match="leaves the image"):
+        checks.check_patch_pattern(leaves_image)
+
+    def swapped(centers, scales, P, W, H):
+        return patches.patch_coordinates(centers, scales, P, W, H).flip(-1)
+
+    with pytest.raises(CheckFailure, match="column index first"):
+        checks.check_patch_coordinates(swapped)
+
+    def todo(*args):
+        raise NotImplementedError
+
+    for check in (checks.check_shape_input, checks.check_appearance_input, checks.check_patch_pattern,
+                  checks.check_patch_coordinates, checks.check_patch_rays):
+        with pytest.raises(CheckFailure, match="not implemented"):
+            check(todo)
+
+
+def test_image_collection_is_seeded_and_on_white():
+    from gen3d_course.data.graf_images import graf_images
+
+    a = graf_images(3, 16, "chair", seed=0)
+    b = graf_images(3, 16, "chair", seed=0)
+    assert torch.equal(a.images, b.images) and a.images.shape == (3, 3, 16, 16)
+    assert torch.equal(a.images[:, :, 0, 0], torch.ones(3, 3))  # corners are background
+    assert (a.alpha.mean(dim=(1, 2)) > 0.05).all()
+    assert len(a[1:]) == 2 and a[1:].seeds == a.seeds[1:]
+    with pytest.raises(ValueError, match="unknown category"):
+        graf_images(2, 16, "sofa")
