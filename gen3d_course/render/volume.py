@@ -17,14 +17,19 @@ def volume_render(sigmas: torch.Tensor, colors: torch.Tensor, t_vals: torch.Tens
     """Composite (R, S) densities and (R, S, C) colours at (R, S) depths into (R, C) pixels.
 
     Returns ``rgb`` (R, C), ``depth`` (R,) (expected depth of the hit, over the opaque part),
-    ``acc`` (R,) (accumulated opacity Σ w_i) and ``weights`` (R, S).
+    ``acc`` (R,) (accumulated opacity Σ w_i), ``weights`` (R, S), and the terms they are made
+    of, ``alpha`` (R, S) and ``transmittance`` (R, S). ``far`` is a number or (R,) per ray.
     """
     if sigmas.shape != t_vals.shape or colors.shape[:2] != sigmas.shape:
         raise ValueError(
             f"volume_render: sigmas {tuple(sigmas.shape)}, colors {tuple(colors.shape)} and "
             f"t_vals {tuple(t_vals.shape)} must be (R, S), (R, S, C) and (R, S)."
         )
-    last = (far - t_vals[:, -1:]) if far is not None else torch.full_like(t_vals[:, -1:], 1e10)
+    if far is None:
+        last = torch.full_like(t_vals[:, -1:], 1e10)
+    else:  # a number, or one far distance per ray (R,)
+        far = torch.as_tensor(far, dtype=t_vals.dtype)
+        last = (far.reshape(-1, 1) if far.ndim else far) - t_vals[:, -1:]
     deltas = torch.cat([t_vals[:, 1:] - t_vals[:, :-1], last], dim=1)
     alphas = 1.0 - torch.exp(-torch.relu(sigmas) * deltas)
     # Exclusive cumulative product: T_1 = 1.
@@ -35,4 +40,5 @@ def volume_render(sigmas: torch.Tensor, colors: torch.Tensor, t_vals: torch.Tens
     background = torch.as_tensor(background, dtype=colors.dtype)
     rgb = (weights[..., None] * colors).sum(dim=1) + (1.0 - acc[:, None]) * background
     depth = (weights * t_vals).sum(dim=1) / acc.clamp_min(1e-10)
-    return {"rgb": rgb, "depth": depth, "acc": acc, "weights": weights}
+    return {"rgb": rgb, "depth": depth, "acc": acc, "weights": weights,
+            "alpha": alphas, "transmittance": transmittance}

@@ -1,0 +1,315 @@
+"""A procedural multi-view scene for novel view synthesis, and the container all view sets share.
+
+The scene is a few coloured objects from the shape collection standing on a ground slab, inside
+the world cube [-0.5, 0.5]³. Views are rendered by sphere tracing the union of their exact SDFs
+with Lambertian shading, so every image comes with its intrinsics (one focal length, in pixels),
+its camera-to-world pose (OpenGL convention, see ``render.cameras``), an exact alpha channel and
+a ground-truth depth map. Nothing is downloaded.
+
+Background, handled explicitly: images are stored as straight RGB + alpha; ``Views.images``
+composites them onto ``Views.background`` (C = α·rgb + (1 − α)·background). A radiance field
+trained on these images must render with the same background colour, and its accumulated
+opacity can be compared with the true alpha.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..render.cameras import focal_from_fov, look_at, pixel_rays
+from ..render.sphere_tracing import render_rgba, shade
+from .samples import sdf_gradient
+from .sdf import Box, Scaled, Union
+from .shapes import make_shape
+
+
+def _background_tensor(background) -> torch.Tensor:
+    bg = torch.as_tensor(background, dtype=torch.float32).reshape(-1)
+    if bg.numel() not in (1, 3) or not torch.isfinite(bg).all():
+        raise ValueError(f"background must be one grey level or an RGB triple, got {background!r}.")
+    return bg.expand(3).clone()
+
+
+@dataclass
+class Views:
+    """Posed images of one scene: what NeRF trains on, whatever file format it came from.
+
+    ``rgba`` (N, H, W, 4) float32 in [0, 1], straight (not premultiplied) colour + alpha;
+    ``poses`` (N, 4, 4) camera-to-world, OpenGL convention (camera looks down −z, y up);
+    ``focal`` in pixels (same for x and y, principal point at the image centre);
+    ``background`` the colour ``images`` are composited on; ``depth`` (N, H, W) ray distance
+    where known (0 = background), else None; ``names`` one label per view (e.g. file names).
+    """
+
+    rgba: torch.Tensor
+    poses: torch.Tensor
+    focal: float
+    background: tuple = (1.0, 1.0, 1.0)
+    depth: torch.Tensor | None = None
+    names: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.rgba = torch.as_tensor(self.rgba, dtype=torch.float32)
+        self.poses = torch.as_tensor(self.poses, dtype=torch.float32)
+        if self.rgba.ndim != 4 or self.rgba.shape[-1] != 4:
+            raise ValueError(f"Views: rgba has shape {tuple(self.rgba.shape)}; expected (N, H, W, 4).")
+        if self.poses.shape != (len(self.rgba), 4, 4):
+            raise ValueError(f"Views: poses have shape {tuple(self.poses.shape)}; expected "
+                             f"({len(self.rgba)}, 4, 4), one camera-to-world matrix per image.")
+        self.background = tuple(_background_tensor(self.background).tolist())
+        self.focal = float(self.focal)
+        if not self.names:
+            self.names = [str(i) for i in range(len(self.rgba))]
+
+    def __len__(self) -> int:
+        return len(self.rgba)
+
+    @property
+    def height(self) -> int:
+        return self.rgba.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.rgba.shape[2]
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.rgba[..., 3]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """(N, H, W, 3) colour composited on the background: α·rgb + (1 − α)·background."""
+        return self.composite(self.background)
+
+    def composite(self, background) -> torch.Tensor:
+        """The images composited on another background colour."""
+        alpha = self.rgba[..., 3:]
+        return alpha * self.rgba[..., :3] + (1 - alpha) * _background_tensor(background)
+
+    def with_background(self, background) -> "Views":
+        return replace(self, background=tuple(_background_tensor(background).tolist()))
+
+    def __getitem__(self, index) -> "Views":
+        """A subset of the views (an int, slice, list of indices or boolean mask)."""
+        if isinstance(index, int):
+            index = [index]
+        idx = torch.arange(len(self))[index]
+        return replace(self, rgba=self.rgba[idx], poses=self.poses[idx],
+                       depth=None if self.depth is None else self.depth[idx],
+                       names=[self.names[i] for i in idx.tolist()])
+
+    def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Origins and unit directions (N, H, W, 3) of every pixel's ray (``pixel_rays``)."""
+        pairs = [pixel_rays(c2w, self.width, self.height, self.focal) for c2w in self.poses]
+        return torch.stack([o for o, _ in pairs]), torch.stack([d for _, d in pairs])
+
+
+# name, shape seed, colour, (x, z) position on the ground, longest side.
+DEFAULT_OBJECTS = (
+    ("chair", 3, (0.85, 0.25, 0.2), (-0.2, -0.12), 0.42),
+    ("mug", 1, (0.2, 0.45, 0.85), (0.2, -0.15), 0.3),
+    ("lamp", 2, (0.95, 0.75, 0.15), (0.08, 0.22), 0.45),
+)
+GROUND_COLOR = (0.55, 0.62, 0.52)
+GROUND_TOP = -0.3
+
+
+class Scene:
+    """A few shapes on a ground slab; ``sdf`` is their union, ``albedo`` the nearest one's colour.
+
+    Each object is a collection shape uniformly scaled to ``size`` and moved so that its box
+    stands on the ground (y = ``GROUND_TOP``) at its (x, z) position.
+    """
+
+    def __init__(self, objects=DEFAULT_OBJECTS, ground: bool = True, ground_color=GROUND_COLOR):
+        self.parts, self.colors, self.names = [], [], []
+        for category, seed, color, (x, z), size in objects:
+            solid = make_shape(category, seed).solid  # already fitted to longest side 0.9
+            lo, _ = solid.bounds()
+            scale = size / 0.9
+            offset = np.array([x, GROUND_TOP - scale * lo[1] - 0.005, z])
+            self.parts.append(Scaled(solid, scale, offset))
+            self.colors.append(color)
+            self.names.append(category)
+        if ground:
+            self.parts.append(Box([0.0, GROUND_TOP - 0.04, 0.0], [0.46, 0.04, 0.46], rounding=0.01))
+            self.colors.append(ground_color)
+            self.names.append("ground")
+        self.solid = Union(*self.parts)
+        lo, hi = self.solid.bounds()
+        if (lo < -0.5).any() or (hi > 0.5).any():
+            raise ValueError(f"Scene: the objects reach outside the world cube (box {lo} .. {hi}).")
+        self._colors = np.asarray(self.colors, float)
+        # Cheap, large parts first (the ground), so that the culling in ``sdf`` bites early.
+        self._cull_order = self.parts[::-1]
+        self._boxes = [tuple(np.asarray(b, float) for b in p.bounds()) for p in self._cull_order]
+
+    def sdf(self, points) -> np.ndarray:
+        """Signed distance of the whole scene at (N, 3) points: min over the parts.
+
+        Exact and faster than ``self.solid``: a part is evaluated only at points whose distance
+        to the part's bounding box (a lower bound of the distance to the part) is below the
+        best distance found so far — far from an object, its many primitives are skipped.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"Scene.sdf: points have shape {points.shape}; expected (N, 3).")
+        best = np.full(len(points), np.inf)
+        for part, (lo, hi) in zip(self._cull_order, self._boxes):
+            outside = np.linalg.norm(np.maximum(np.maximum(lo - points, points - hi), 0.0), axis=1)
+            idx = np.flatnonzero(outside < best)
+            if idx.size:
+                best[idx] = np.minimum(best[idx], part.distance(points[idx]))
+        return best
+
+    def part_distances(self, points) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        return np.stack([p.distance(points) for p in self.parts], axis=1)
+
+    def albedo(self, points) -> np.ndarray:
+        """(N, 3) colour of the object nearest to each point."""
+        return self._colors[np.argmin(self.part_distances(points), axis=1)]
+
+    def density(self, points, sharpness: float = 0.005, peak: float = 400.0) -> np.ndarray:
+        """A density field whose volume rendering looks like the surface render:
+        σ(x) = peak · sigmoid(−sdf(x) / sharpness) — large inside, ~0 outside, a soft step of
+        width ≈ ``sharpness`` at the surface (the idea behind VolSDF / NeuS)."""
+        return peak / (1.0 + np.exp(np.clip(self.sdf(points) / sharpness, -50, 50)))
+
+    def radiance(self, points, directions, **shading) -> np.ndarray:
+        """Colour c(x, d) of the render's shading at any point, with the normal ∇sdf/|∇sdf|
+        taken there (so it is defined off the surface too). (N, 3) in [0, 1]."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        g = sdf_gradient(self, points)
+        normals = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+        return shade(self.albedo(points), normals, np.asarray(directions, float).reshape(-1, 3), **shading)
+
+    def render(self, c2w, width: int = 64, height: int | None = None, focal: float | None = None,
+               **shading) -> dict[str, np.ndarray]:
+        """One view: ``rgb``, ``alpha``, ``depth``, ``normal`` (see ``render_rgba``)."""
+        height = width if height is None else height
+        focal = focal_from_fov(width, DEFAULT_FOV) if focal is None else focal
+        return render_rgba(self, self.albedo, c2w, width, height, focal, **shading)
+
+
+DEFAULT_FOV = 40.0
+DEFAULT_RADIUS = 1.5
+LOOK_AT = (0.0, -0.1, 0.0)  # the middle of the objects, slightly below the world centre
+
+
+def camera_poses(n: int, seed: int = 0, radius: float = DEFAULT_RADIUS,
+                 elevation_range=(15.0, 55.0), azimuth_offset: float | None = None) -> torch.Tensor:
+    """(n, 4, 4) cameras on the upper sphere of ``radius`` around ``LOOK_AT``, looking at it.
+
+    With ``azimuth_offset`` None the azimuths and elevations are random (seeded); otherwise the
+    azimuths are evenly spaced from the offset and elevations cycle through the range, which
+    gives a held-out set that covers all sides of the scene.
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = elevation_range
+    if azimuth_offset is None:
+        azimuth = rng.uniform(0.0, 360.0, n)
+        elevation = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(lo)), np.sin(np.radians(hi)), n)))
+    else:
+        azimuth = azimuth_offset + np.arange(n) * 360.0 / n
+        elevation = np.linspace(lo, hi, 3)[np.arange(n) % 3] if n > 1 else np.full(1, (lo + hi) / 2)
+    return torch.stack([pose_from_angles(a, e, radius) for a, e in zip(azimuth, elevation)])
+
+
+def pose_from_angles(azimuth_deg: float, elevation_deg: float, radius: float = DEFAULT_RADIUS,
+                     target=LOOK_AT) -> torch.Tensor:
+    """c2w of a camera at (azimuth, elevation) on a sphere around ``target``, looking at it.
+
+    Azimuth 0 looks from +z, 90 from +x; elevation is the angle above the horizontal plane.
+    """
+    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
+    eye = np.asarray(target, float) + radius * np.array(
+        [np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)])
+    return look_at(eye, target)
+
+
+def render_views(scene: Scene, poses, size: int = 64, fov_deg: float = DEFAULT_FOV,
+                 background=(1.0, 1.0, 1.0), **shading) -> Views:
+    """Render ``scene`` from every pose into a ``Views`` set (with ground-truth depth)."""
+    focal = focal_from_fov(size, fov_deg)
+    renders = [scene.render(c2w, size, size, focal, **shading) for c2w in poses]
+    rgba = np.stack([np.concatenate([r["rgb"], r["alpha"][..., None]], axis=-1) for r in renders])
+    depth = np.stack([r["depth"] for r in renders])
+    return Views(torch.from_numpy(rgba), torch.as_tensor(poses), focal, background,
+                 depth=torch.from_numpy(depth))
+
+
+def scene_views(n_train: int = 40, n_test: int = 8, size: int = 64, seed: int = 0,
+                fov_deg: float = DEFAULT_FOV, radius: float = DEFAULT_RADIUS,
+                background=(1.0, 1.0, 1.0), scene: Scene | None = None,
+                **shading) -> dict[str, Views]:
+    """The procedural scene's train / held-out split: {"train": Views, "test": Views}.
+
+    Training cameras are random on the upper sphere; held-out cameras are evenly spaced in
+    azimuth, at angles none of the training cameras sits at exactly.
+    """
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"scene_views: need at least one view per split, got {n_train}, {n_test}.")
+    scene = Scene() if scene is None else scene
+    train = camera_poses(n_train, seed=seed, radius=radius)
+    test = camera_poses(n_test, seed=seed + 1, radius=radius, azimuth_offset=17.0 + 7.0 * seed)
+    return {
+        "train": render_views(scene, train, size, fov_deg, background, **shading),
+        "test": render_views(scene, test, size, fov_deg, background, **shading),
+    }
+
+
+def reference_render(scene: Scene, origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor,
+                     far: torch.Tensor, background=(1.0, 1.0, 1.0), sharpness: float = 0.005,
+                     **shading) -> dict[str, torch.Tensor]:
+    """Volume-render the scene's own radiance field (``Scene.density``, ``Scene.radiance``) at
+    depths ``t`` (R, S) on rays (R, 3): what a perfectly trained NeRF would produce with these
+    samples. Returns ``volume_render``'s dict.
+
+    Colours are only computed where a sample's weight exceeds 1e-4 (elsewhere they cannot change
+    the pixel), which skips the empty space and everything behind the first surface.
+    """
+    from ..render.sampling import points_along_rays
+    from ..render.volume import volume_render
+
+    points = points_along_rays(origins, directions, t).reshape(-1, 3).double().numpy()
+    sigmas = torch.from_numpy(scene.density(points, sharpness)).float().reshape(t.shape)
+    weights = volume_render(sigmas, torch.zeros(*t.shape, 1), t, far=far)["weights"].reshape(-1)
+    colors = torch.zeros(len(points), 3)
+    used = torch.nonzero(weights > 1e-4)[:, 0].numpy()
+    if used.size:
+        dirs = directions[:, None].expand(*t.shape, 3).reshape(-1, 3).double().numpy()
+        colors[used] = torch.from_numpy(scene.radiance(points[used], dirs[used], **shading)).float()
+    return volume_render(sigmas, colors.reshape(*t.shape, 3), t, far=far,
+                         background=_background_tensor(background))
+
+
+def category_views(category: str = "chair", n: int = 64, size: int = 32, seed: int = 0,
+                   elevation_range=(10.0, 40.0), radius: float = 1.6, fov_deg: float = DEFAULT_FOV,
+                   background=(1.0, 1.0, 1.0), **shading) -> Views:
+    """An image collection of one category for 3D-aware GANs (GRAF): image k shows shape
+    instance ``seed + k`` of ``category`` in a random colour, from a random camera on the sphere
+    cap (azimuth uniform, elevation in ``elevation_range``) looking at the origin.
+
+    Poses are returned too (a GAN does not use them, but they let a notebook check that the
+    camera distribution of its generator matches the data's). ``names`` hold "category/seed".
+    """
+    from .shapes import make_shape
+
+    rng = np.random.default_rng([seed, 9])
+    focal = focal_from_fov(size, fov_deg)
+    lo, hi = elevation_range
+    rgba, poses, depth, names = [], [], [], []
+    for k in range(n):
+        shape = make_shape(category, seed + k)
+        color = rng.uniform(0.15, 0.95, 3)
+        pose = pose_from_angles(rng.uniform(0.0, 360.0), rng.uniform(lo, hi), radius, target=(0.0, 0.0, 0.0))
+        view = render_rgba(shape, color, pose, size, size, focal, **shading)
+        rgba.append(np.concatenate([view["rgb"], view["alpha"][..., None]], axis=-1))
+        poses.append(pose)
+        depth.append(view["depth"])
+        names.append(f"{category}/{seed + k}")
+    return Views(torch.from_numpy(np.stack(rgba)), torch.stack(poses), focal, background,
+                 depth=torch.from_numpy(np.stack(depth)), names=names)

@@ -1,0 +1,209 @@
+"""Multi-view data for NeRF: the procedural scene, colour sphere tracing, the two file formats."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gen3d_course.data import nerf_formats
+from gen3d_course.data.nerf_formats import (NerfFormatError, load_blender, load_blender_splits,
+                                            load_tiny_nerf, save_blender)
+from gen3d_course.data.scenes import Scene, Views, pose_from_angles, render_views, scene_views
+from gen3d_course.data.sdf import Sphere
+from gen3d_course.render.cameras import look_at
+from gen3d_course.render.sphere_tracing import render_rgba
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def views():
+    return scene_views(n_train=4, n_test=2, size=24, seed=0)
+
+
+def test_render_rgba_of_a_lit_sphere():
+    ball = type("Ball", (), {"sdf": Sphere([0, 0, 0], 0.3)})()
+    c2w = look_at([0.0, 0.0, 2.0])
+    out = render_rgba(ball, (1.0, 0.5, 0.0), c2w, 64, 48, focal=80.0, light=(0, 0, 1), ambient=0.2)
+    assert out["rgb"].shape == (48, 64, 3) and out["alpha"].shape == (48, 64)
+    # silhouette area ≈ π (f r / sqrt(d² − r²))² pixels
+    expected = np.pi * (80.0 * 0.3 / np.sqrt(2.0**2 - 0.3**2)) ** 2
+    assert out["alpha"].sum() == pytest.approx(expected, rel=0.05)
+    assert np.allclose(out["rgb"][24, 32], [1.0, 0.5, 0.0], atol=0.01)  # facing the light
+    assert out["depth"][24, 32] == pytest.approx(1.7, abs=1e-3) and out["rgb"][0, 0].sum() == 0
+
+
+def _colour_of_point(shape, point, eye, light, specular):
+    """Colour of the pixel that sees ``point`` from a camera at ``eye`` (64×64, f = 64)."""
+    c2w = look_at(eye)
+    cam = np.linalg.inv(c2w.double().numpy()) @ np.append(point, 1.0)
+    u, v = 64 * cam[0] / -cam[2] + 32, -64 * cam[1] / -cam[2] + 32
+    image = render_rgba(shape, (0.5, 0.5, 0.5), c2w, 64, 64, 64.0, light=light, specular=specular)
+    return image["rgb"][int(v), int(u)]
+
+
+def test_specular_makes_colour_depend_on_the_view():
+    ball = type("Ball", (), {"sdf": Sphere([0, 0, 0], 0.3)})()
+    normal = np.array([0.3, 0.3, 0.9]) / np.linalg.norm([0.3, 0.3, 0.9])
+    point, eyes = 0.3 * normal, (2.0 * normal, np.array([1.3, 0.4, 1.6]))
+    for specular, differs in ((0.0, False), (0.6, True)):
+        a, b = (_colour_of_point(ball, point, eye, normal, specular) for eye in eyes)
+        assert (np.abs(a - b).max() > 0.2) == differs, (specular, a, b)
+
+
+def test_scene_sdf_is_exact_union_and_inside_the_world():
+    scene = Scene()
+    p = np.random.default_rng(0).uniform(-0.7, 0.7, (4000, 3))
+    assert np.allclose(scene.sdf(p), scene.solid(p))
+    lo, hi = scene.solid.bounds()
+    assert (lo >= -0.5).all() and (hi <= 0.5).all()
+    colors = scene.albedo(np.array([[0.0, -0.31, 0.4]]))  # a point on the ground
+    assert np.allclose(colors[0], scene.colors[-1])
+    with pytest.raises(ValueError, match="expected \\(N, 3\\)"):
+        scene.sdf(np.zeros((3, 2)))
+
+
+def test_scene_views_are_consistent(views):
+    train, test = views["train"], views["test"]
+    assert len(train) == 4 and len(test) == 2 and train.rgba.shape == (4, 24, 24, 4)
+    assert 0.2 < train.alpha.mean() < 0.9  # objects fill part of the frame, the rest is background
+    assert torch.allclose(train.images[train.alpha == 0], torch.ones(3))  # white background
+    black = train.composite(0.0)
+    assert torch.allclose(black[train.alpha == 0], torch.zeros(3))
+    # depth says where each ray hits: o + t·d is on the surface
+    origins, dirs = train.rays()
+    mask = train.alpha > 0
+    points = (origins + train.depth[..., None] * dirs)[mask].double().numpy()
+    assert np.abs(Scene().sdf(points)).max() < 0.01
+    # held-out cameras differ from the training ones
+    eyes = lambda v: v.poses[:, :3, 3]  # noqa: E731
+    assert torch.cdist(eyes(test), eyes(train)).min() > 0.05
+
+
+def test_views_indexing_and_validation(views):
+    sub = views["train"][[0, 2]]
+    assert len(sub) == 2 and torch.equal(sub.poses[1], views["train"].poses[2])
+    assert sub.depth.shape == (2, 24, 24) and sub.names == ["0", "2"]
+    assert views["train"].with_background((0.0, 1.0, 0.0)).images[0, 0, 0].tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="poses have shape"):
+        Views(torch.zeros(2, 4, 4, 4), torch.zeros(3, 4, 4), 10.0)
+    with pytest.raises(ValueError, match="background"):
+        Views(torch.zeros(1, 4, 4, 4), torch.eye(4)[None], 10.0, background=(1, 2))
+
+
+def test_pose_from_angles():
+    c2w = pose_from_angles(90.0, 0.0, radius=2.0, target=(0, 0, 0))
+    assert torch.allclose(c2w[:3, 3], torch.tensor([2.0, 0.0, 0.0]), atol=1e-6)
+
+
+# ------------------------------------------------------------------ Blender NeRF-synthetic format
+def test_blender_round_trip_downscale_and_background(tmp_path, views):
+    save_blender(views["train"], tmp_path, "train")
+    save_blender(views["test"], tmp_path, "test")
+    loaded = load_blender(tmp_path, "train", background=(0.0, 0.0, 0.0))
+    assert torch.allclose(loaded.rgba, views["train"].rgba, atol=1 / 255)
+    assert torch.allclose(loaded.poses, views["train"].poses, atol=1e-6)
+    assert loaded.focal == pytest.approx(views["train"].focal, rel=1e-6)
+    assert torch.allclose(loaded.images[loaded.alpha == 0], torch.zeros(3))
+    small = load_blender(tmp_path, "train", downscale=2)
+    assert small.rgba.shape == (4, 12, 12, 4) and small.focal == pytest.approx(loaded.focal / 2)
+    # area averaging of premultiplied colour: composited results commute with downscaling
+    big = views["train"].images.reshape(4, 12, 2, 12, 2, 3).mean((2, 4))
+    assert torch.allclose(small.images, big, atol=2 / 255)
+    splits = load_blender_splits(tmp_path)
+    assert sorted(splits) == ["test", "train"] and len(splits["test"]) == 2
+
+
+def _write(tmp_path, meta):
+    (tmp_path / "transforms_train.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+
+
+def test_blender_errors_name_what_is_wrong(tmp_path, views):
+    save_blender(views["train"][[0]], tmp_path, "train")
+    good = json.loads((tmp_path / "transforms_train.json").read_text())
+    with pytest.raises(NerfFormatError, match="transforms_val.json does not exist"):
+        load_blender(tmp_path, "val")
+    _write(tmp_path, "{not json")
+    with pytest.raises(NerfFormatError, match="not valid JSON"):
+        load_blender(tmp_path)
+    _write(tmp_path, {"frames": good["frames"]})
+    with pytest.raises(NerfFormatError, match="'camera_angle_x' is missing"):
+        load_blender(tmp_path)
+    _write(tmp_path, {**good, "camera_angle_x": 40.0})
+    with pytest.raises(NerfFormatError, match="degrees"):
+        load_blender(tmp_path)
+    bad = json.loads(json.dumps(good)); bad["frames"][0]["transform_matrix"] = [[1, 0, 0], [0, 1, 0]]
+    _write(tmp_path, bad)
+    with pytest.raises(NerfFormatError, match="frame 0: transform_matrix has shape \\(2, 3\\)"):
+        load_blender(tmp_path)
+    bad = json.loads(json.dumps(good)); del bad["frames"][0]["transform_matrix"]
+    _write(tmp_path, bad)
+    with pytest.raises(NerfFormatError, match="'transform_matrix' is missing"):
+        load_blender(tmp_path)
+    bad = json.loads(json.dumps(good)); bad["frames"][0]["file_path"] = "./train/nothing"
+    _write(tmp_path, bad)
+    with pytest.raises(NerfFormatError, match="nothing.png is missing"):
+        load_blender(tmp_path)
+    with pytest.raises(NerfFormatError, match="no transforms"):
+        load_blender_splits(tmp_path / "train")
+
+
+def test_blender_rejects_images_of_different_sizes(tmp_path, views):
+    from PIL import Image
+
+    save_blender(views["train"][[0, 1]], tmp_path, "train")
+    Image.new("RGBA", (10, 10)).save(tmp_path / "train" / "r_1.png")
+    with pytest.raises(NerfFormatError, match="one size"):
+        load_blender(tmp_path)
+
+
+# ------------------------------------------------------------------ tiny-NeRF npz
+def test_tiny_nerf_round_trip_and_errors(tmp_path, views):
+    train = views["train"]
+    path = tmp_path / "tiny.npz"
+    np.savez(path, images=train.images.numpy(), poses=train.poses.numpy(), focal=np.float64(train.focal))
+    loaded = load_tiny_nerf(path)
+    assert torch.allclose(loaded.images, train.images) and loaded.focal == pytest.approx(train.focal)
+    assert torch.all(loaded.alpha == 1)
+    np.savez(path, images=(train.images.numpy() * 255).astype(np.uint8), poses=train.poses[:, :3].numpy(),
+             focal=train.focal)
+    assert torch.allclose(load_tiny_nerf(path).poses, train.poses, atol=1e-6)  # (N, 3, 4) accepted
+    np.savez(path, images=train.images.numpy(), poses=train.poses.numpy())
+    with pytest.raises(NerfFormatError, match="missing array\\(s\\) \\['focal'\\]"):
+        load_tiny_nerf(path)
+    np.savez(path, images=train.images.numpy(), poses=train.poses[:, :2].numpy(), focal=1.0)
+    with pytest.raises(NerfFormatError, match="poses have shape \\(4, 2, 4\\)"):
+        load_tiny_nerf(path)
+    np.savez(path, images=train.images.numpy(), poses=train.poses[:3].numpy(), focal=1.0)
+    with pytest.raises(NerfFormatError, match="4 images but 3 poses"):
+        load_tiny_nerf(path)
+    np.savez(path, images=train.images.numpy()[..., 0], poses=train.poses.numpy(), focal=1.0)
+    with pytest.raises(NerfFormatError, match="images have shape"):
+        load_tiny_nerf(path)
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(NerfFormatError, match="not a readable"):
+        load_tiny_nerf(tmp_path / "broken.npz")
+    with pytest.raises(NerfFormatError, match="does not exist"):
+        load_tiny_nerf(tmp_path / "absent.npz")
+
+
+def test_opencv_conversion_is_reexported():
+    pose = np.eye(4)
+    assert np.allclose(nerf_formats.opencv_to_opengl(pose), np.diag([1.0, -1.0, -1.0, 1.0]))
+
+
+def test_render_views_accepts_shading_options():
+    v = render_views(Scene(), pose_from_angles(30.0, 30.0)[None], size=8, specular=0.3)
+    assert v.rgba.shape == (1, 8, 8, 4)
+
+
+def test_category_views_for_3d_aware_gans():
+    from gen3d_course.data.scenes import category_views
+
+    v = category_views("chair", n=3, size=16, seed=5)
+    assert v.rgba.shape == (3, 16, 16, 4) and v.names == ["chair/5", "chair/6", "chair/7"]
+    assert (v.alpha.mean((1, 2)) > 0.05).all()  # every image shows its object
+    colours = [v.rgba[k][v.alpha[k] > 0][:, :3].mean(0) for k in range(3)]
+    assert (colours[0] - colours[1]).abs().max() > 0.02  # random colours per instance
+    elevation = torch.rad2deg(torch.asin(v.poses[:, 1, 3] / v.poses[:, :3, 3].norm(dim=1)))
+    assert ((elevation >= 10 - 1e-3) & (elevation <= 40 + 1e-3)).all()
