@@ -526,10 +526,12 @@ def _truth(shape, res: int, n_points: int, seed: int):
 
 
 def mean_metrics(decoder: SDFDecoder, codes, shapes, res: int = 64, n_points: int = 10000) -> dict:
-    """Mean (and per-shape) IoU and Chamfer over shapes with their codes."""
+    """Mean (and per-shape) IoU and Chamfer over shapes with their codes; ``empty`` counts the
+    shapes decoded to no surface at all (their Chamfer is inf, and so is the mean)."""
     rows = [shape_metrics(decoder, z, s, res, n_points) for z, s in zip(codes, shapes)]
     return {"iou": float(np.mean([r["iou"] for r in rows])),
             "chamfer": float(np.mean([r["chamfer"] for r in rows])),
+            "empty": sum(not np.isfinite(r["chamfer"]) for r in rows),
             "per_shape": rows}
 
 
