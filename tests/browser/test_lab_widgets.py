@@ -11,6 +11,7 @@ pytestmark = pytest.mark.browser
 # (notebook, index of the explorer panel among the notebook's panels): one line per unit.
 PANELS = [
     ("lectures/00_representations.ipynb", 0),  # the shape gallery (category x seed)
+    ("lectures/01_autoencoders.ipynb", 1),  # the voxel VAE's latent sliders (re-meshed live)
 ]
 RUN_TIMEOUT_MS = 240_000
 MAX_LATENCY_S = 3.0
