@@ -16,7 +16,7 @@ import traceback
 import ipywidgets as widgets
 import numpy as np
 
-PANEL_CLASS = "gen3d-panel"  # the class viz.widgets puts on its explorers (browser tests find them)
+from gen3d_course.viz.widgets import PANEL_CLASS
 
 
 def _to_uint8(image) -> np.ndarray:
