@@ -157,16 +157,23 @@ def test_nerf_outputs_and_validation():
 
 def test_grid_lookup_is_trilinear_in_world_axes():
     """A grid holding x + 2y + 3z at its nodes returns exactly that anywhere (trilinear is exact
-    on linear functions) — which also pins the (x, y, z) ↔ grid_sample axis order."""
+    on linear functions) — which also pins the [ix, iy, iz] axis order — and the gather-based
+    interpolation equals grid_sample (align_corners, border padding), outside the box too."""
     field = nerf.GridField(res=5, features=3)
     nodes = torch.linspace(-0.5, 0.5, 5)
     X, Y, Z = torch.meshgrid(nodes, nodes, nodes, indexing="ij")
     with torch.no_grad():
-        field.feature_grid[0] = torch.stack([X, Y, X + 2 * Y + 3 * Z])
+        field.feature_grid[...] = torch.stack([X, Y, X + 2 * Y + 3 * Z], -1)
     p = torch.rand(100, 3) - 0.5
-    values = field._lookup(field.feature_grid, p)
+    values = nerf.trilinear(field.grid, p)[:, 1:]
     assert torch.allclose(values[:, 0], p[:, 0], atol=1e-5) and torch.allclose(values[:, 1], p[:, 1], atol=1e-5)
     assert torch.allclose(values[:, 2], p @ torch.tensor([1.0, 2.0, 3.0]), atol=1e-5)
+    table = torch.randn(6, 6, 6, 4)
+    q = 1.4 * torch.rand(500, 3) - 0.7
+    reference = torch.nn.functional.grid_sample(
+        table.permute(3, 0, 1, 2)[None], (2 * q).flip(-1).reshape(1, -1, 1, 1, 3), mode="bilinear",
+        padding_mode="border", align_corners=True).reshape(4, -1).T
+    assert torch.allclose(nerf.trilinear(table, q), reference, atol=1e-5)
 
 
 def test_total_variation_is_zero_only_for_constant_grids():
@@ -176,7 +183,7 @@ def test_total_variation_is_zero_only_for_constant_grids():
         field.density_grid.fill_(-1.0)
     assert field.tv_loss().item() == 0.0
     with torch.no_grad():
-        field.density_grid[0, 0, 2, 3, 1] = 1.0
+        field.density_grid[2, 3, 1] = 1.0
     assert field.tv_loss().item() > 0
 
 
@@ -205,7 +212,7 @@ def test_render_rays_and_image_of_an_analytic_ball():
 
 
 def test_density_mesh_of_the_ball():
-    mesh = nerf.density_mesh(_Ball(), level=150.0, res=40)
+    mesh = nerf.density_mesh(_Ball(), level=150.0, res=40)  # the ball: 0 outside, 300 inside
     radius = np.linalg.norm(mesh.vertices, axis=1)
     assert abs(np.median(radius) - 0.25) < 0.02
 

@@ -50,6 +50,14 @@ def _check_inputs(name: str, points: torch.Tensor, directions: torch.Tensor) -> 
                          f"{tuple(directions.shape)} must both be (N, 3).")
 
 
+def relu_trunk(in_dim: int, width: int, depth: int) -> nn.Sequential:
+    """``depth`` Linear+ReLU layers of ``width``: the position trunk of NeRF and of GRAF's field."""
+    layers = []
+    for i in range(depth):
+        layers += [nn.Linear(in_dim if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 class NeRF(nn.Module):
     """MLP radiance field: σ from γ(x) through ``depth`` ReLU layers, colour from (features, γ(d)).
 
@@ -69,11 +77,7 @@ class NeRF(nn.Module):
         self.density_scale, self.density_shift = density_scale, density_shift
         self.encode_x = PositionalEncoding(3, pos_freqs)
         self.encode_d = PositionalEncoding(3, dir_freqs)
-        layers, size = [], self.encode_x.out_dim
-        for _ in range(depth):
-            layers += [nn.Linear(size, width), nn.ReLU()]
-            size = width
-        self.trunk = nn.Sequential(*layers)
+        self.trunk = relu_trunk(self.encode_x.out_dim, width, depth)
         self.sigma_head = nn.Linear(width, 1)
         self.feature = nn.Linear(width, width)
         self.color_head = nn.Sequential(nn.Linear(width + self.encode_d.out_dim, width // 2),
@@ -95,18 +99,44 @@ class NeRF(nn.Module):
         return sigma, rgb
 
 
+def trilinear(table: torch.Tensor, points: torch.Tensor, bounds=WORLD) -> torch.Tensor:
+    """Trilinear interpolation of node values ``table`` (R, R, R, C) at world points (N, 3) → (N, C).
+
+    Node (i, j, k) sits at lo + (i, j, k)·(hi − lo)/(R − 1) (the course's grid convention, the
+    same as ``grid_sample`` with ``align_corners=True`` and border padding: points outside the
+    box take the value of the nearest face). Written with gathers on a channels-last table
+    because on a CPU the backward pass (an ``index_add`` per corner) is several times faster
+    than ``grid_sample``'s; the values are identical (checked in the tests).
+    """
+    res = table.shape[0]
+    lo, hi = bounds
+    x = ((points - lo) / (hi - lo) * (res - 1)).clamp(0.0, res - 1.0)
+    base = x.floor().clamp(max=res - 2).long()
+    cell = (base[:, 0] * res + base[:, 1]) * res + base[:, 2]
+    # Visit the table in memory order: the backward scatter into the table is then mostly
+    # sequential (measured 4× faster than in ray order), and the result is put back in order.
+    order = torch.argsort(cell)
+    cell, frac = cell[order], (x - base)[order]
+    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)])  # (8, 3)
+    offsets = (corners[:, 0] * res + corners[:, 1]) * res + corners[:, 2]             # (8,)
+    weights = torch.where(corners[:, None].bool(), frac[None], 1.0 - frac[None]).prod(-1, keepdim=True)
+    rows = (cell[None] + offsets[:, None]).reshape(-1)
+    values = table.reshape(-1, table.shape[-1]).index_select(0, rows).reshape(8, len(points), -1)
+    return (weights * values).sum(dim=0)[torch.argsort(order)]
+
+
 class GridField(nn.Module):
     """Dense grid radiance field: density and features at R³ nodes over ``bounds``, read trilinearly.
 
     σ(x) = softplus(density_scale · g_σ(x) − 2)  (the shift starts the field nearly empty),
-    c(x, d) = sigmoid(MLP(g_f(x), γ(d))). Density and features share one (1, 1 + F, R, R, R)
-    tensor so a single ``grid_sample`` reads both. Node (i, j, k) sits at
-    lo + (i, j, k)·(hi − lo)/(R − 1), the course's grid convention; ``grid_sample`` gets
-    ``align_corners=True`` and its coordinates in (z, y, x) order because it indexes a
-    (D, H, W) volume as (W, H, D) = (x, y, z) here.
+    c(x, d) = sigmoid(MLP(g_f(x), γ(d))). Density and features share one channels-last table
+    ``grid`` (R, R, R, 1 + F), so one interpolation (``trilinear``) reads both. Node (i, j, k)
+    sits at lo + (i, j, k)·(hi − lo)/(R − 1), the course's grid convention (``values[ix, iy, iz]``).
     """
 
-    def __init__(self, res: int = 64, features: int = 8, width: int = 32, dir_freqs: int = 2,
+    grid_lr_factor = 300.0  # measured: 30× too slow, 1000× unstable, 300× best at 200 steps
+
+    def __init__(self, res: int = 64, features: int = 4, width: int = 32, dir_freqs: int = 2,
                  bounds=WORLD, density_scale: float = 10.0, seed: int = 0):
         super().__init__()
         self.config = dict(res=res, features=features, width=width, dir_freqs=dir_freqs,
@@ -115,36 +145,31 @@ class GridField(nn.Module):
         self.density_scale = density_scale
         generator = torch.Generator().manual_seed(seed)
         self.grid = nn.Parameter(torch.cat([
-            torch.zeros(1, 1, res, res, res),
-            0.1 * torch.randn(1, features, res, res, res, generator=generator)], dim=1))
+            torch.zeros(res, res, res, 1),
+            0.1 * torch.randn(res, res, res, features, generator=generator)], dim=-1))
         self.encode_d = PositionalEncoding(3, dir_freqs)
         self.color_head = nn.Sequential(nn.Linear(features + self.encode_d.out_dim, width), nn.ReLU(),
                                         nn.Linear(width, 3))
 
     @property
     def density_grid(self) -> torch.Tensor:
-        """(1, 1, R, R, R) raw densities (a view into ``grid``)."""
-        return self.grid[:, :1]
+        """(R, R, R) raw densities (a view into ``grid``), indexed [ix, iy, iz]."""
+        return self.grid[..., 0]
 
     @property
     def feature_grid(self) -> torch.Tensor:
-        """(1, F, R, R, R) features (a view into ``grid``)."""
-        return self.grid[:, 1:]
-
-    def _lookup(self, grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        coords = _normalise(points, self.bounds).flip(-1).reshape(1, -1, 1, 1, 3)
-        values = F.grid_sample(grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
-        return values.reshape(grid.shape[1], -1).T  # (N, C)
+        """(R, R, R, F) features (a view into ``grid``)."""
+        return self.grid[..., 1:]
 
     def _sigma(self, raw: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.density_scale * raw - 2.0)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
-        return self._sigma(self._lookup(self.density_grid, points)[:, 0])
+        return self._sigma(trilinear(self.grid[..., :1], points, self.bounds)[:, 0])
 
     def forward(self, points: torch.Tensor, directions: torch.Tensor):
         _check_inputs("GridField", points, directions)
-        values = self._lookup(self.grid, points)
+        values = trilinear(self.grid, points, self.bounds)
         rgb = torch.sigmoid(self.color_head(torch.cat([values[:, 1:], self.encode_d(directions)], -1)))
         return self._sigma(values[:, 0]), rgb
 
@@ -157,13 +182,11 @@ class GridField(nn.Module):
         (R/b)³ times cheaper estimate, as Plenoxels does with random voxel subsets).
         """
         grid = self.grid
-        res = grid.shape[-1]
+        res = grid.shape[0]
         if block is not None and block < res:
             i, j, k = (int(v) for v in torch.randint(0, res - block + 1, (3,)))
-            grid = grid[..., i:i + block, j:j + block, k:k + block]
-        return sum(grid.diff(dim=axis).pow(2).mean() for axis in (2, 3, 4))
-
-    grid_lr_factor = 300.0  # measured: 30× too slow, 1000× unstable, 300× best at 200 steps
+            grid = grid[i:i + block, j:j + block, k:k + block]
+        return sum(grid.diff(dim=axis).pow(2).mean() for axis in (0, 1, 2))
 
     def param_groups(self, lr: float) -> list[dict]:
         """The grid learns with a much larger step than the MLP: each node sees few rays per step."""
@@ -340,11 +363,12 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
     return result
 
 
-def density_mesh(field, level: float = 10.0, res: int = 64, bounds=WORLD):
+def density_mesh(field, level: float = 100.0, res: int = 64, bounds=WORLD):
     """The surface {σ = level} of a trained field by marching cubes (``geometry.extract``).
 
-    Density has no canonical iso-level; a level where α = 1 − exp(−σ·δ) is large for the
-    sampling step δ works (σ = 10 stops half the light within 0.07 world units).
+    Density has no canonical iso-level; pick one where a sample step δ stops most of the light:
+    σ = 100 gives α = 1 − exp(−σδ) = 0.95 for δ = 0.03 (lower levels keep the half-transparent
+    skin a field grows around surfaces: F-score 0.5–0.6 instead of 0.8 on the shipped NeRF).
     """
     module = field
 
