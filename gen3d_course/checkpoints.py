@@ -43,6 +43,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; shipped weights are for everyone
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -43,6 +43,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
                     config={"in": 3}, directory=tmp_path)
     info = checkpoint_info("lin", tmp_path)
     assert info["metrics"] == {"iou": 0.9} and info["seed"] == 1 and len(info["sha256"]) == 64
+    assert (tmp_path / "lin.pt").stat().st_mode & 0o777 == 0o644  # readable by everyone, as git ships it
     other = torch.nn.Linear(3, 2)
     load_checkpoint("lin", other, tmp_path)
     assert torch.equal(other.weight, model.weight)

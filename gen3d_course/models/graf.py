@@ -50,6 +50,7 @@ from ..render.sampling import points_along_rays, ray_box, stratified_samples
 from ..render.volume import volume_render
 from ..train import History, train
 from .gans import discriminator_loss, generator_loss
+from .nerf import relu_trunk
 
 WORLD = (-0.5, 0.5)
 CHECKPOINT = "graf"
@@ -133,11 +134,7 @@ class ConditionalField(nn.Module):
         self.pos_freqs, self.dir_freqs = pos_freqs, dir_freqs
         self.density_scale, self.density_shift = density_scale, density_shift
         self.bounds = tuple(float(b) for b in bounds)
-        layers, size = [], encoding_size(3, pos_freqs) + z_shape
-        for _ in range(depth):
-            layers += [nn.Linear(size, width), nn.ReLU()]
-            size = width
-        self.trunk = nn.Sequential(*layers)
+        self.trunk = relu_trunk(encoding_size(3, pos_freqs) + z_shape, width, depth)
         self.sigma_head = nn.Linear(width, 1)
         self.feature = nn.Linear(width, width)
         self.color_head = nn.Sequential(
