@@ -300,6 +300,16 @@ def _progress(steps: int, max_seconds: float | None):
     return progress
 
 
+def _descend(optimizer, fit: torch.Tensor, codes: torch.Tensor, code_reg: float) -> dict:
+    """One optimiser step on the SDF fit plus the Gaussian prior on the codes that produced it."""
+    reg = code_regularization(codes, code_reg)
+    loss = fit + reg
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "sdf": fit.item(), "reg": reg.item()}
+
+
 def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_per_batch: int = 16,
                       points_per_shape: int = 256, lr: float = 2e-3, code_lr: float = 1e-2,
                       delta: float = DELTA, code_reg: float = CODE_REG, loss_fn=clamped_l1,
@@ -335,12 +345,7 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
         target = torch.gather(data.sdf[idx], 1, pick)
         codes = model.codes(idx)
         fit = loss_fn(model.decoder(codes, points), target, delta)
-        reg = code_regularization(codes, code_reg)
-        loss = fit + reg
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item(), "sdf": fit.item(), "reg": reg.item()}
+        return _descend(optimizer, fit, codes, code_reg)
 
     model.train()
     history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
@@ -375,12 +380,7 @@ def train_autoencoder(encoder: SDFEncoder, decoder: SDFDecoder, data: SDFData, s
                         torch.gather(sdf, 1, seen))
         points = torch.gather(pts, 1, pick[..., None].expand(B, K, 3))
         fit = clamped_l1(decoder(codes, points), torch.gather(sdf, 1, pick), delta)
-        reg = code_regularization(codes, code_reg)
-        loss = fit + reg
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item(), "sdf": fit.item(), "reg": reg.item()}
+        return _descend(optimizer, fit, codes, code_reg)
 
     encoder.train(), decoder.train()
     history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
