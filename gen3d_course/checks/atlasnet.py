@@ -14,20 +14,9 @@ import torch
 
 from ..geometry.metrics import chamfer_distance
 from ..models import atlasnet as ref
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
 
 __all__ = ["check_chamfer", "check_uv_grid", "check_triangulate_square", "check_patch_forward"]
-
-
-def _hint(got, variants: dict[str, torch.Tensor]) -> str:
-    """A hint naming the known mistake whose value the student's output matches, or ''."""
-    if not isinstance(got, torch.Tensor):
-        return ""
-    for text, value in variants.items():
-        if got.shape == value.shape and torch.allclose(got.detach().double(), value.double(),
-                                                       rtol=1e-4, atol=1e-6):
-            return f"\n  hint: your values match {text}"
-    return ""
 
 
 def _reference_chamfer(a, b):
@@ -52,7 +41,7 @@ def check_chamfer(chamfer) -> bool:
                         call=f"{name}(a=Tensor(2, 9, 3), b=Tensor(2, 13, 3))")
     d = torch.cdist(a.double(), b.double()) ** 2
     ab, ba = d.min(2).values, d.min(1).values
-    hint = _hint(got, {
+    hint = _mistake_hint(got, {
         "only the direction a -> b; add the mean over b of the distance to the nearest a":
             ab.mean(-1),
         "only the direction b -> a; add the mean over a of the distance to the nearest b":
@@ -80,7 +69,7 @@ def check_uv_grid(uv_grid) -> bool:
     name = "uv_grid"
     got = _call_student(uv_grid, (3,), {}, name=name, call=f"{name}(res=3)")
     want = ref.uv_grid(3)
-    hint = _hint(got, {"the grid with u and v swapped (v must vary slowest: row i*res + j has "
+    hint = _mistake_hint(got, {"the grid with u and v swapped (v must vary slowest: row i*res + j has "
                        "u = i/(res-1))": want.flip(1),
                        "a grid of cell centres; the nodes must include 0 and 1":
                            (torch.arange(3.0)[:, None] + 0.5).expand(3, 3) / 3})
@@ -179,7 +168,7 @@ def check_patch_forward(patch_forward) -> bool:
                     want.transpose(0, 1),
                     "all patches flattened together; keep the patch axis: (B, K, M, 3)":
                     want.reshape(b, k * m, 3)}
-    hint = _hint(got, variants)
+    hint = _mistake_hint(got, variants)
     if isinstance(got, torch.Tensor) and got.shape == want.shape and not torch.allclose(got, want):
         hint += ("\n  hint: each patch's MLP takes concat(uv, code) in that order: (u, v) "
                  "first, then the code")

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..models import autoencoders as ref
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
 
 __all__ = ["check_kl_divergence", "check_reparameterize", "check_vae_loss"]
 
@@ -26,17 +26,6 @@ def _gaussian_inputs(generator: torch.Generator, batch=None, dim=None):
     return mu, logvar
 
 
-def _hint(got, variants: dict[str, torch.Tensor]) -> str:
-    """A hint naming the known mistake whose value the student's output matches, or ''."""
-    if not isinstance(got, torch.Tensor):
-        return ""
-    for text, value in variants.items():
-        if got.shape == value.shape and torch.allclose(got.detach().double(), value.double(),
-                                                       rtol=1e-4, atol=1e-5):
-            return f"\n  hint: your values match {text}"
-    return ""
-
-
 def check_kl_divergence(kl_divergence) -> bool:
     """``kl_divergence(mu, logvar)`` -> (B,): ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²), σ² = exp(logvar)."""
     name = "kl_divergence"
@@ -44,7 +33,7 @@ def check_kl_divergence(kl_divergence) -> bool:
     got = _call_student(kl_divergence, (mu.clone(), logvar.clone()), {}, name=name,
                         call=f"{name}(mu=Tensor(4, 3), logvar=Tensor(4, 3))")
     terms = mu.pow(2) + logvar.exp() - 1 - logvar
-    hint = _hint(got, {
+    hint = _mistake_hint(got, {
         "the KL without the factor ½": terms.sum(-1),
         "the KL per latent dimension; sum over the last axis to get one value per code": 0.5 * terms,
         "the batch mean; return one KL per code, shape (B,)": 0.5 * terms.sum(-1).mean(),
@@ -154,7 +143,7 @@ def check_vae_loss(vae_loss) -> bool:
     sse = (x - x_hat).pow(2).flatten(1).sum(1)
     mse = (x - x_hat).pow(2).flatten(1).mean(1)
     kl = ref.kl_divergence(mu, logvar)
-    hint = _hint(got, {
+    hint = _mistake_hint(got, {
         "a loss with the batch *sum*; average over the batch instead": (C * sse + kl).sum(),
         "a loss with the *mean* squared error per pixel; sum over pixels instead": (C * mse + kl).mean(),
         "a loss without the weight C on the reconstruction": (sse + kl).mean(),
