@@ -10,8 +10,8 @@ from gen3d_course.checks.occnet import (check_cells_to_subdivide, check_occupanc
 from gen3d_course.data.shapes import make_shape
 from gen3d_course.geometry.metrics import iou
 from gen3d_course.geometry.mise import boundary_cells
-from gen3d_course.models.occnet import (DEFAULTS, OccupancyNetwork, OccupancyVAE, PointNetEncoder,
-                                        fit, fit_vae, fourier_features, heldout_iou,
+from gen3d_course.models.occnet import (DEFAULTS, SHIPPED, OccupancyNetwork, OccupancyVAE,
+                                        PointNetEncoder, fit, fit_vae, fourier_features, heldout_iou,
                                         make_eval_set, make_occupancy_data, nearest_neighbour_iou,
                                         noisy_cloud, occupancy_bce, sample_batch, voxel_iou_bound)
 
@@ -171,8 +171,8 @@ def test_the_shipped_checkpoint_loads_and_completes_unseen_shapes():
     from gen3d_course.checkpoints import checkpoint_info, load_checkpoint
 
     info = checkpoint_info("occnet")
-    assert info["metrics"]["k"] == 2048 and info["metrics"]["heldout_iou"] > 0.7
+    assert info["metrics"]["k"] == SHIPPED["k"] and info["metrics"]["heldout_iou"] >= 0.8
     model = load_checkpoint("occnet", OccupancyNetwork(**info["config"]))
     shapes = [make_shape(c, 1000) for c in ("chair", "table", "mug")]
     scores = heldout_iou(model, make_eval_set(shapes, n_points=4096))
-    assert scores.mean() > 0.6
+    assert scores.mean() > 0.7  # measured 0.77 (4096 points; the mug's cloud is hard)

@@ -51,8 +51,11 @@ __all__ = [
 
 # Sizes of the shipped model; notebooks build a model with OccupancyNetwork(**DEFAULTS) to load it.
 DEFAULTS = dict(z_dim=64, hidden=64, blocks=3, encoder_hidden=64, frequencies=4, film=True)
-# Its training recipe in GEN3D_MODE=full (K = 2048 points per shape, as in the paper).
-SHIPPED = dict(per_category=60, held_out=10, steps=10000, batch=4, k=2048, lr=1e-3, pool=12288)
+# Its training recipe in GEN3D_MODE=full. Per step 8 shapes × K = 1024 points (the paper draws
+# K = 2048 per shape): at about equal CPU the encoder sees twice as many shapes (after 10k steps,
+# IoU 0.77 vs 0.73 on 10 held-out shapes). 10k steps of 4 × 2048 underfit (train IoU 0.70 below
+# held-out 0.74); 40k steps of 8 × 1024 reach held-out IoU 0.824 (train 0.87) in 33 min, 1 thread.
+SHIPPED = dict(per_category=60, held_out=10, steps=40000, batch=8, k=1024, lr=1e-3, pool=12288)
 
 
 # --- the loss -----------------------------------------------------------------------------------
@@ -483,7 +486,7 @@ def train_shipped(save: bool = False, progress: bool = True) -> tuple[OccupancyN
     seed = 0
     config.seed_everything(seed)
     steps = config.budget(lecture=1500, fast=20, full=SHIPPED["steps"])
-    k = config.budget(lecture=2048, fast=256, full=SHIPPED["k"])
+    k = config.budget(lecture=SHIPPED["k"], fast=256, full=SHIPPED["k"])
     batch = config.budget(lecture=SHIPPED["batch"], fast=4, full=SHIPPED["batch"])
     start = time.perf_counter()
     train_shapes, test_shapes = shipped_split()
