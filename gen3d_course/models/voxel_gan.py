@@ -405,11 +405,7 @@ class VoxelGAN(nn.Module):
         """Single-image reconstruction G(mu(y)) (the posterior mean), (n, R, R, R) on the CPU."""
         if self.E is None:
             raise ValueError("VoxelGAN.reconstruct: this model has no encoder (encoder=False).")
-        was_training = self.E.training
-        self.E.eval()
-        mu, _ = self.E(images.to(self.device))
-        self.E.train(was_training)
-        return generate(self.G, mu)
+        return generate(self.G, self.encode(images))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
