@@ -50,7 +50,7 @@ from ..render.sampling import points_along_rays, ray_box, stratified_samples
 from ..render.volume import volume_render
 from ..train import History, train
 from .gans import discriminator_loss, generator_loss
-from .nerf import relu_trunk
+from .nerf import relu_trunk, to_unit_cube
 
 WORLD = (-0.5, 0.5)
 CHECKPOINT = "graf"
@@ -146,13 +146,9 @@ class ConditionalField(nn.Module):
     make_shape_input = staticmethod(shape_input)
     make_appearance_input = staticmethod(appearance_input)
 
-    def _normalise(self, points: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.bounds
-        return 2.0 * (points - lo) / (hi - lo) - 1.0
-
     def density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
         """σ (B, N) at world points (B, N, 3): the geometry, which only z_s controls."""
-        h = self.trunk(self.make_shape_input(self._normalise(points), z_shape, self.pos_freqs))
+        h = self.trunk(self.make_shape_input(to_unit_cube(points, self.bounds), z_shape, self.pos_freqs))
         return self.density_scale * F.softplus(self.sigma_head(h)[..., 0] + self.density_shift)
 
     def forward(self, points, directions, z_shape, z_app, density_noise: float = 0.0,
@@ -165,7 +161,7 @@ class ConditionalField(nn.Module):
         if directions.shape != points.shape:
             raise ValueError(f"ConditionalField: points {tuple(points.shape)} and directions "
                              f"{tuple(directions.shape)} must have the same (B, N, 3) shape.")
-        h = self.trunk(self.make_shape_input(self._normalise(points), z_shape, self.pos_freqs))
+        h = self.trunk(self.make_shape_input(to_unit_cube(points, self.bounds), z_shape, self.pos_freqs))
         raw = self.sigma_head(h)[..., 0]
         if density_noise > 0:
             raw = raw + density_noise * torch.randn(raw.shape, generator=generator)

@@ -38,8 +38,8 @@ from ..train import History, train
 WORLD = (-0.5, 0.5)
 
 
-def _normalise(points: torch.Tensor, bounds) -> torch.Tensor:
-    """World points in ``bounds`` → [-1, 1]³ (the range the encodings and grids expect)."""
+def to_unit_cube(points: torch.Tensor, bounds) -> torch.Tensor:
+    """World points in ``bounds`` → [-1, 1]³ (the range the positional encodings expect)."""
     lo, hi = bounds
     return 2.0 * (points - lo) / (hi - lo) - 1.0
 
@@ -85,7 +85,7 @@ class NeRF(nn.Module):
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """σ (N,) at world points (N, 3); no direction needed (geometry is view-independent)."""
-        h = self.trunk(self.encode_x(_normalise(points, self.bounds)))
+        h = self.trunk(self.encode_x(to_unit_cube(points, self.bounds)))
         return self._activate(self.sigma_head(h)[..., 0])
 
     def _activate(self, raw: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ class NeRF(nn.Module):
 
     def forward(self, points: torch.Tensor, directions: torch.Tensor):
         _check_inputs("NeRF", points, directions)
-        h = self.trunk(self.encode_x(_normalise(points, self.bounds)))
+        h = self.trunk(self.encode_x(to_unit_cube(points, self.bounds)))
         sigma = self._activate(self.sigma_head(h)[..., 0])
         rgb = torch.sigmoid(self.color_head(torch.cat([self.feature(h), self.encode_d(directions)], -1)))
         return sigma, rgb
