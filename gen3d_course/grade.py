@@ -497,6 +497,9 @@ def pytest_configure(config):
     notebook = os.environ.pop(_ENV_NOTEBOOK)
     config.pluginmanager.register(_recorder(results, key, notebook), "gen3d-grade-recorder")
     _detect_dead_kernels()
+    from .kernels import use_ipc_kernels_in_nbval
+
+    use_ipc_kernels_in_nbval()  # with --jobs > 1, TCP kernels could race for a port
 
 
 def _detect_dead_kernels() -> None:

@@ -8,6 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 from gen3d_course.assign import check_assignments_current, questions
+from gen3d_course.kernels import IPCKernelManager
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -26,7 +27,7 @@ def test_every_check_fails_on_the_untouched_assignment(solution, monkeypatch):
     graded = questions(assignment)
     assert graded, f"{solution.name} has no graded question (tags question:<id>, points:<n>)"
     NotebookClient(assignment, timeout=300, allow_errors=True, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "assignments")}}).execute()
+                   kernel_manager_class=IPCKernelManager, resources={"metadata": {"path": str(ROOT / "assignments")}}).execute()
     for q in graded:
         outputs = assignment.cells[q["cell"]].get("outputs", [])
         errors = [o for o in outputs if o.get("output_type") == "error"]
