@@ -1,5 +1,6 @@
 """GRAF pieces: pose and patch sampling, rays from K, the conditional field, generator, losses,
 a short adversarial run, image metrics, the checks of the assignment, and the image collection."""
+import copy
 import math
 
 import numpy as np
@@ -107,6 +108,20 @@ def test_density_ignores_the_appearance_code():
     assert torch.equal(s1, s2) and not torch.allclose(c1, c2) and not torch.allclose(s1, s3)
     assert (s1 >= 0).all() and ((c1 >= 0) & (c1 <= 1)).all()
     assert torch.equal(field.density(points, z_s), s1)
+
+
+def test_field_check_accepts_the_library_forward_and_names_a_missing_density_shift():
+    def library_forward(field, points, directions, z_shape, z_app, density_noise=0.0, generator=None):
+        return field(points, directions, z_shape, z_app, density_noise, generator)
+
+    def without_shift(field, *args):
+        unshifted = copy.copy(field)
+        unshifted.density_shift = 0.0
+        return library_forward(unshifted, *args)
+
+    assert checks.check_conditional_field(library_forward)
+    with pytest.raises(CheckFailure, match="add field.density_shift"):
+        checks.check_conditional_field(without_shift)
 
 
 def test_generator_renders_patches_and_images_with_gradients():

@@ -1,24 +1,29 @@
-"""Checks for unit 09 (GRAF): the conditional field's inputs and the patch ray sampling.
+"""Checks for unit 09 (GRAF): the conditional field (its inputs and forward) and the patch rays.
 
 Each compares the student's function with the library (``models.graf``, ``render.patches``) on
 random inputs; when the values are wrong in a way a classic mistake explains (the code before
-the encoding, a code that is not repeated per point, the patch leaving the image, the OpenCV
-axes left unflipped), the message says which.
+the encoding, a code that is not repeated per point, a density without its shift, the patch
+leaving the image, the OpenCV axes left unflipped), the message says which.
 """
 from __future__ import annotations
 
-import torch
+import inspect
 
+import torch
+import torch.nn.functional as F
+
+from ..models.graf import WORLD, ConditionalField
 from ..models.graf import appearance_input as reference_appearance_input
 from ..models.graf import shape_input as reference_shape_input
+from ..models.nerf import to_unit_cube
 from ..render.cameras import intrinsic_matrix, look_at
 from ..render.encoding import positional_encoding
 from ..render.patches import patch_coordinates, patch_grid, rays_from_intrinsics
 from . import CheckFailure, check_function, check_gradients_flow
 from .nerf import _with_hint
 
-__all__ = ["check_shape_input", "check_appearance_input", "check_patch_pattern",
-           "check_patch_coordinates", "check_patch_rays"]
+__all__ = ["check_shape_input", "check_appearance_input", "check_conditional_field",
+           "check_patch_pattern", "check_patch_coordinates", "check_patch_rays"]
 
 
 # ---------------------------------------------------------------- q1: [γ(x), z_s]
@@ -91,7 +96,105 @@ def check_appearance_input(appearance_input) -> bool:
     return _with_hint(run, hints)
 
 
-# ---------------------------------------------------------------- q3: ν ~ p_ν
+# ---------------------------------------------------------------- q3: (x, d, z_s, z_a) → (σ, rgb)
+def _random_field(generator: torch.Generator) -> ConditionalField:
+    """A small field with random sizes and weights (drawn from ``generator``; global RNG untouched)."""
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi, (), generator=generator))
+
+    with torch.random.fork_rng():
+        field = ConditionalField(z_shape=draw(2, 6), z_app=draw(2, 5), width=8, depth=draw(1, 3),
+                                 pos_freqs=draw(1, 4), dir_freqs=draw(0, 3),
+                                 density_scale=1.0 + 4.0 * float(torch.rand((), generator=generator)),
+                                 density_shift=-3.0 * float(torch.rand((), generator=generator)))
+    with torch.no_grad():
+        for p in field.parameters():
+            p.copy_(0.7 * torch.randn(p.shape, generator=generator))
+    return field
+
+
+def _field_inputs(generator: torch.Generator):
+    field = _random_field(generator)
+    B = int(torch.randint(1, 4, (), generator=generator))
+    N = int(torch.randint(2, 6, (), generator=generator))
+    lo, hi = WORLD
+    points = lo + (hi - lo) * torch.rand(B, N, 3, generator=generator)
+    directions = F.normalize(torch.randn(B, N, 3, generator=generator), dim=-1)
+    return (field, points, directions, torch.randn(B, field.z_shape, generator=generator),
+            torch.randn(B, field.z_app, generator=generator))
+
+
+def _field_variant(field, points, directions, z_shape, z_app, *, unit_cube=True, shift=True,
+                   feature=True, sigmoid=True):
+    """The forward pass with one classic mistake switched on (what the hints compare against)."""
+    x = to_unit_cube(points, field.bounds) if unit_cube else points
+    h = field.trunk(reference_shape_input(x, z_shape, field.pos_freqs))
+    sigma = field.density_scale * F.softplus(field.sigma_head(h)[..., 0]
+                                             + (field.density_shift if shift else 0.0))
+    logits = field.color_head(reference_appearance_input(field.feature(h) if feature else h,
+                                                         directions, z_app, field.dir_freqs))
+    return sigma, torch.sigmoid(logits) if sigmoid else logits
+
+
+def check_conditional_field(conditional_field) -> bool:
+    """``conditional_field(field, points, directions, z_shape, z_app, density_noise=0.0,
+    generator=None) -> (σ (B, N), rgb (B, N, 3))``, the same numbers as ``field(...)``."""
+    name = "conditional_field"
+
+    def reference(field, points, directions, z_shape, z_app):
+        return field(points, directions, z_shape, z_app)
+
+    def with_noise(field, points, directions, z_shape, z_app, density_noise, generator_seed):
+        return conditional_field(field, points, directions, z_shape, z_app, density_noise,
+                                 torch.Generator().manual_seed(generator_seed))
+
+    def reference_with_noise(field, points, directions, z_shape, z_app, density_noise, generator_seed):
+        return field(points, directions, z_shape, z_app, density_noise,
+                     torch.Generator().manual_seed(generator_seed))
+
+    def noisy_inputs(generator):
+        """Equal seeds give equal noise: the student must draw it from the generator."""
+        return (*_field_inputs(generator), 0.5, int(torch.randint(0, 1000, (), generator=generator)))
+
+    def run():
+        check_function(conditional_field, reference, _field_inputs, name=name, trials=6)
+        try:
+            inspect.signature(conditional_field).bind(*_field_inputs(torch.Generator()), 0.5, None)
+        except TypeError:
+            raise CheckFailure(f"{name} must also take density_noise and generator (keep the "
+                               "signature: ..., density_noise=0.0, generator=None).") from None
+        check_function(with_noise, reference_with_noise, noisy_inputs, name=name, trials=3)
+        field, points, directions, z_s, z_a = _field_inputs(torch.Generator().manual_seed(5))
+        return check_gradients_flow(conditional_field, (field, points, directions, z_s.requires_grad_(),
+                                                        z_a.requires_grad_()), name=name)
+
+    inputs = _field_inputs(torch.Generator().manual_seed(6))
+
+    def matches(**mistake):
+        with torch.no_grad():
+            got = conditional_field(*inputs)
+            return all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, _field_variant(*inputs, **mistake)))
+
+    def noise_ignores_generator():
+        field, *rest = inputs
+        first = conditional_field(field, *rest, 0.5, torch.Generator().manual_seed(7))[0]
+        second = conditional_field(field, *rest, 0.5, torch.Generator().manual_seed(7))[0]
+        return not torch.equal(first, second)
+
+    hints = [
+        (lambda: matches(unit_cube=False), "map the world points into [-1, 1]³ first: "
+         "to_unit_cube(points, field.bounds), the range γ(x) is made for."),
+        (lambda: matches(shift=False), "add field.density_shift to the raw density before the "
+         "softplus (it starts the field nearly empty)."),
+        (lambda: matches(feature=False), "the colour head reads field.feature(h), not the trunk's h."),
+        (lambda: matches(sigmoid=False), "squash the colour into [0, 1] with torch.sigmoid."),
+        (noise_ignores_generator, "draw the density noise from the generator: "
+         "torch.randn(raw.shape, generator=generator)."),
+    ]
+    return _with_hint(run, hints)
+
+
+# ---------------------------------------------------------------- q4: ν ~ p_ν
 def check_patch_pattern(sample_patch_pattern) -> bool:
     """``sample_patch_pattern(n, min_scale, max_scale, generator) -> (centers (n, 2), scales (n,))``:
     a distribution, so this checks its laws rather than exact values."""
@@ -141,7 +244,7 @@ def check_patch_pattern(sample_patch_pattern) -> bool:
     return True
 
 
-# ---------------------------------------------------------------- q4: pixel coordinates of a patch
+# ---------------------------------------------------------------- q5: pixel coordinates of a patch
 def _pattern_inputs(generator: torch.Generator):
     n = int(torch.randint(1, 4, (), generator=generator))
     P = int(torch.randint(2, 7, (), generator=generator))
@@ -179,7 +282,7 @@ def check_patch_coordinates(patch_coordinates_fn) -> bool:
     return _with_hint(run, hints)
 
 
-# ---------------------------------------------------------------- q5: rays of a patch from K and ξ
+# ---------------------------------------------------------------- q6: rays of a patch from K and ξ
 def _ray_inputs(generator: torch.Generator):
     n = int(torch.randint(1, 4, (), generator=generator))
     W = int(torch.randint(8, 33, (), generator=generator))
