@@ -19,14 +19,15 @@ class IPCKernelManager(KernelManager):
     """A KernelManager whose sockets are the files ``<tmp>/gen3d-kernel-<random>-<n>``.
 
     The path is absolute because the kernel runs in the notebook's folder, not the client's.
-    On Windows, where ZeroMQ has no IPC transport, it is a plain TCP KernelManager.
+    On Windows (no IPC transport in ZeroMQ) or under a very long temporary folder, it is a plain
+    TCP KernelManager.
     """
 
     def __init__(self, **kwargs):
-        if os.name == "posix":
+        prefix = os.path.join(tempfile.gettempdir(), f"gen3d-kernel-{uuid.uuid4().hex[:16]}")
+        if os.name == "posix" and len(prefix) < 100:  # a Unix socket path holds at most 107 bytes
             kwargs.setdefault("transport", "ipc")
-            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(),
-                                                 f"gen3d-kernel-{uuid.uuid4().hex[:16]}"))
+            kwargs.setdefault("ip", prefix)
         super().__init__(**kwargs)
 
 

@@ -1,5 +1,6 @@
 """Notebook kernels talk over private Unix sockets, so parallel runs cannot race for TCP ports."""
 import os
+import tempfile
 
 import pytest
 
@@ -8,14 +9,22 @@ from gen3d_course.kernels import IPCKernelManager, use_ipc_kernels_in_nbval
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="ZeroMQ IPC needs Unix sockets")
 
 
-def test_each_kernel_manager_gets_its_own_absolute_socket_path():
+def test_each_kernel_manager_gets_its_own_absolute_socket_path(monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")
     a, b = IPCKernelManager(kernel_name="python3"), IPCKernelManager(kernel_name="python3")
     assert a.transport == b.transport == "ipc"
     assert os.path.isabs(a.ip) and a.ip != b.ip
 
 
-def test_an_ipc_kernel_runs_code_in_another_folder(tmp_path):
+def test_a_temporary_folder_too_long_for_a_socket_path_falls_back_to_tcp(monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp/" + "x" * 100)
+    assert IPCKernelManager(kernel_name="python3").transport == "tcp"
+
+
+def test_an_ipc_kernel_runs_code_in_another_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")
     km = IPCKernelManager(kernel_name="python3")
+    assert km.transport == "ipc"
     km.start_kernel(cwd=str(tmp_path))
     kc = km.client()
     kc.start_channels()
