@@ -426,7 +426,9 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
             nbformat.write(nb, fh)
         key, token = secrets.token_bytes(32), secrets.token_hex(16)
         read_end, write_end = os.pipe()
-        env = dict(os.environ, GEN3D_MODE="fast", OMP_NUM_THREADS="1",
+        # TMPDIR: the kernel's sockets and the notebook's temporary files go where the run's
+        # clean-up removes them, even when the run is killed.
+        env = dict(os.environ, GEN3D_MODE="fast", OMP_NUM_THREADS="1", TMPDIR=str(work),
                    PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
                    **{_ENV_RESULTS: str(results), _ENV_KEY_FD: str(read_end),
                       _ENV_NOTEBOOK: str(notebook), _ENV_RUN: token})
