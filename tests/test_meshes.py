@@ -9,6 +9,7 @@ from gen3d_course.data.meshes import (
     SUPPORTED_EXTENSIONS,
     MeshLoadError,
     MeshShape,
+    WindingTree,
     closest_point_on_triangle,
     inside_mesh,
     load_mesh,
@@ -186,6 +187,39 @@ def test_winding_number_tolerates_a_hole(sphere):
     w_mouth, w_centre = winding_number(holed, [hole_centre, [0.0, 0.0, 0.0]])
     assert w_mouth == pytest.approx(0.5, abs=0.05)
     assert 0.8 < w_centre < 1.0
+
+
+def holed_and_chair_meshes(sphere):
+    from gen3d_course.data.samples import mesh_of
+    from gen3d_course.data.shapes import make_shape
+
+    holed = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0.2],
+                            process=False)
+    return {"sphere": sphere, "holed sphere": holed, "chair": mesh_of(make_shape("chair", 7), res=32)}
+
+
+def test_winding_tree_agrees_with_the_exact_sum(sphere):
+    """Far patches as dipoles: |Δw| stays small, and the inside/outside answer is the same
+    wherever the exact field is not itself ambiguous (a hole's mouth, w ≈ 0.5)."""
+    rng = np.random.default_rng(5)
+    for name, mesh in holed_and_chair_meshes(sphere).items():
+        near, _ = trimesh.sample.sample_surface(mesh, 300, seed=1)
+        points = np.vstack([rng.uniform(-0.5, 0.5, (700, 3)), near + rng.normal(0, 0.005, near.shape)])
+        exact, fast = winding_number(mesh, points), WindingTree(mesh)(points)
+        assert np.abs(fast - exact).max() < 0.1, name
+        clear = np.abs(exact - 0.5) > 0.1
+        np.testing.assert_array_equal(fast[clear] >= 0.5, exact[clear] >= 0.5, err_msg=name)
+
+
+def test_winding_tree_with_no_far_patch_is_the_exact_sum(sphere):
+    points = random_points(200, seed=6)
+    np.testing.assert_allclose(WindingTree(sphere, beta=np.inf)(points),
+                               winding_number(sphere, points), atol=1e-12)
+
+
+def test_winding_tree_of_a_mesh_without_faces_says_so():
+    with pytest.raises(ValueError, match="no faces"):
+        WindingTree(trimesh.Trimesh())
 
 
 CLOSED_MESHES = {
