@@ -217,6 +217,15 @@ def test_winding_tree_with_no_far_patch_is_the_exact_sum(sphere):
                                winding_number(sphere, points), atol=1e-12)
 
 
+@pytest.mark.parametrize("query", [winding_number, inside_mesh, lambda m, p: WindingTree(m)(p),
+                                   lambda m, p: MeshShape(m).sdf(p)])
+def test_nan_points_are_refused_with_their_row(sphere, query):
+    points = random_points(5, seed=7)
+    points[3, 1] = np.nan
+    with pytest.raises(ValueError, match="1 of 5 points are NaN or infinite \\(first at row 3\\)"):
+        query(sphere, points)
+
+
 def test_winding_tree_of_a_mesh_without_faces_says_so():
     with pytest.raises(ValueError, match="no faces"):
         WindingTree(trimesh.Trimesh())

@@ -32,6 +32,11 @@ def _as_points(points) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"meshes: points have shape {points.shape}; expected (N, 3).")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise ValueError(f"meshes: {int(bad.sum())} of {len(points)} points are NaN or infinite "
+                         f"(first at row {int(np.flatnonzero(bad)[0])}); inside/outside and "
+                         "distance are undefined there, so drop or fix them first.")
     return points
 
 
