@@ -69,10 +69,11 @@ def check_uv_grid(uv_grid) -> bool:
     name = "uv_grid"
     got = _call_student(uv_grid, (3,), {}, name=name, call=f"{name}(res=3)")
     want = ref.uv_grid(3)
-    hint = _mistake_hint(got, {"the grid with u and v swapped (v must vary slowest: row i*res + j has "
-                       "u = i/(res-1))": want.flip(1),
-                       "a grid of cell centres; the nodes must include 0 and 1":
-                           (torch.arange(3.0)[:, None] + 0.5).expand(3, 3) / 3})
+    hint = _mistake_hint(got, {
+        "the grid with u and v swapped (v must vary slowest: row i*res + j has u = i/(res-1))":
+            want.flip(1),
+        "a grid of cell centres; the nodes must include 0 and 1":
+            (torch.arange(3.0)[:, None] + 0.5).expand(3, 3) / 3})
     resolutions = iter([2, 3, 5, 8, 17])
     try:
         check_function(uv_grid, ref.uv_grid, lambda g: next(resolutions), name=name, trials=5,

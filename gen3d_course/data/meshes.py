@@ -214,19 +214,17 @@ class WindingTree:
 
     def _node(self, faces: np.ndarray) -> tuple:
         """(faces, centre, dipole A, spread S, radius, children): children is () for a leaf."""
-        areas = np.linalg.norm(self._area_vectors[faces], axis=1)
+        area_vectors, centroids = self._area_vectors[faces], self._centroids[faces]
+        areas = np.linalg.norm(area_vectors, axis=1)
         weights = areas if areas.sum() > 0 else np.ones(len(faces))
-        centre = self._centroids[faces].T @ weights / weights.sum()
+        centre = centroids.T @ weights / weights.sum()
         radius = np.linalg.norm(self.triangles[faces] - centre, axis=-1).max()
         children = ()
         if len(faces) > self.leaf_size:
-            centroids = self._centroids[faces]
-            axis = np.argmax(np.ptp(centroids, axis=0))
-            order = np.argsort(centroids[:, axis], kind="stable")
+            order = np.argsort(centroids[:, np.argmax(np.ptp(centroids, axis=0))], kind="stable")
             half = len(faces) // 2
             children = (self._node(faces[order[:half]]), self._node(faces[order[half:]]))
-        area_vectors = self._area_vectors[faces]
-        spread = area_vectors.T @ (self._centroids[faces] - centre)  # Σ A_f ⊗ (c_f − c)
+        spread = area_vectors.T @ (centroids - centre)  # Σ A_f ⊗ (c_f − c)
         return faces, centre, area_vectors.sum(axis=0), spread, radius, children
 
     def __call__(self, points) -> np.ndarray:
@@ -239,7 +237,7 @@ class WindingTree:
             distance = np.linalg.norm(offset, axis=1)
             far = distance > self.beta * radius
             r, d = offset[far], distance[far]
-            total[idx[far]] += (r @ dipole / d ** 3 + np.trace(spread) / d ** 3
+            total[idx[far]] += ((r @ dipole + np.trace(spread)) / d ** 3
                                 - 3.0 * np.einsum("ni,ij,nj->n", r, spread, r) / d ** 5)
             near = idx[~far]
             if len(near) == 0:

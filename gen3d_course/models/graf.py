@@ -141,10 +141,15 @@ class ConditionalField(nn.Module):
             nn.Linear(width + encoding_size(3, dir_freqs) + z_app, width // 2), nn.ReLU(),
             nn.Linear(width // 2, 3))
 
+    def _trunk(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
+        return self.trunk(shape_input(to_unit_cube(points, self.bounds), z_shape, self.pos_freqs))
+
+    def _activate(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.density_scale * F.softplus(raw + self.density_shift)
+
     def density(self, points: torch.Tensor, z_shape: torch.Tensor) -> torch.Tensor:
         """σ (B, N) at world points (B, N, 3): the geometry, which only z_s controls."""
-        h = self.trunk(shape_input(to_unit_cube(points, self.bounds), z_shape, self.pos_freqs))
-        return self.density_scale * F.softplus(self.sigma_head(h)[..., 0] + self.density_shift)
+        return self._activate(self.sigma_head(self._trunk(points, z_shape))[..., 0])
 
     def forward(self, points, directions, z_shape, z_app, density_noise: float = 0.0,
                 generator: torch.Generator | None = None):
@@ -156,11 +161,11 @@ class ConditionalField(nn.Module):
         if directions.shape != points.shape:
             raise ValueError(f"ConditionalField: points {tuple(points.shape)} and directions "
                              f"{tuple(directions.shape)} must have the same (B, N, 3) shape.")
-        h = self.trunk(shape_input(to_unit_cube(points, self.bounds), z_shape, self.pos_freqs))
+        h = self._trunk(points, z_shape)
         raw = self.sigma_head(h)[..., 0]
         if density_noise > 0:
             raw = raw + density_noise * torch.randn(raw.shape, generator=generator)
-        sigma = self.density_scale * F.softplus(raw + self.density_shift)
+        sigma = self._activate(raw)
         rgb = torch.sigmoid(self.color_head(appearance_input(self.feature(h), directions, z_app,
                                                              self.dir_freqs)))
         return sigma, rgb
