@@ -1,4 +1,5 @@
-"""Run mode, sizes, seeding and device: the one place notebooks ask "how big, how long, where".
+"""Run mode, sizes, seeding, device and the world cube: the one place the course asks "how big,
+how long, where".
 
 The run mode comes from the environment variable ``GEN3D_MODE``:
 
@@ -16,6 +17,9 @@ import torch
 
 MODES = ("fast", "lecture", "full")
 MODE_VARIABLE = "GEN3D_MODE"
+# The world every shape, scene and field lives in: the cube [-0.5, 0.5]³ (y up). Grids, ray
+# boxes and plots default to it; a real scene with a larger box passes its own bounds.
+WORLD = (-0.5, 0.5)
 
 
 def mode() -> str:

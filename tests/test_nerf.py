@@ -11,6 +11,7 @@ from gen3d_course.render.encoding import (FourierFeatures, PositionalEncoding, e
                                           positional_encoding)
 from gen3d_course.render.sampling import (hierarchical_samples, points_along_rays, ray_box,
                                           sample_pdf, stratified_samples)
+from gen3d_course.render.rays import render_image, render_rays
 from gen3d_course.render.volume import volume_render
 
 torch.set_num_threads(1)
@@ -199,16 +200,16 @@ class _Ball(torch.nn.Module):
 
 def test_render_rays_and_image_of_an_analytic_ball():
     c2w = cameras.look_at([0.0, 0.0, 1.5])
-    out = nerf.render_image(_Ball(), c2w, 16, 16, focal=20.0, n_samples=64, n_importance=32, background=0.0)
+    out = render_image(_Ball(), c2w, 16, 16, focal=20.0, n_samples=64, n_importance=32, background=0.0)
     assert out["rgb"].shape == (16, 16, 3) and out["depth"].shape == (16, 16)
     centre, corner = out["rgb"][8, 8], out["rgb"][0, 0]
     assert torch.allclose(centre, torch.tensor([1.0, 0.0, 0.0]), atol=1e-3) and corner.sum() < 1e-3
     assert abs(out["depth"][8, 8].item() - 1.25) < 0.02  # the ball's front at distance 1.5 − 0.25
     o, d = (x.reshape(-1, 3) for x in cameras.pixel_rays(c2w, 8, 8, 10.0))
-    res = nerf.render_rays(_Ball(), o, d, n_samples=16, n_importance=8)
+    res = render_rays(_Ball(), o, d, n_samples=16, n_importance=8)
     assert res["t"].shape == (64, 24) and "coarse" in res and (res["acc"] <= 1 + 1e-5).all()
     with pytest.raises(ValueError, match="must both be \\(R, 3\\)"):
-        nerf.render_rays(_Ball(), o, d[:3])
+        render_rays(_Ball(), o, d[:3])
 
 
 def test_density_mesh_of_the_ball():

@@ -8,9 +8,9 @@ import torch
 from gen3d_course.data import nerf_formats
 from gen3d_course.data.nerf_formats import (NerfFormatError, load_blender, load_blender_splits,
                                             load_tiny_nerf, save_blender)
-from gen3d_course.data.scenes import Scene, Views, pose_from_angles, render_views, scene_views
+from gen3d_course.data.scenes import Scene, Views, render_views, scene_views
 from gen3d_course.data.sdf import Sphere
-from gen3d_course.render.cameras import look_at
+from gen3d_course.render.cameras import look_at, pose_from_angles
 from gen3d_course.render.sphere_tracing import render_rgba
 
 torch.set_num_threads(1)

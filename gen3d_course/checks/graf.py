@@ -12,7 +12,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from ..models.graf import WORLD, ConditionalField
+from ..config import WORLD
+from ..models.graf import ConditionalField
 from ..models.graf import appearance_input as reference_appearance_input
 from ..models.graf import shape_input as reference_shape_input
 from ..models.nerf import to_unit_cube

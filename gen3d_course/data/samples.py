@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from ..geometry.extract import WORLD, evaluate_field, extract_mesh
+from ..config import WORLD
+from ..geometry.extract import evaluate_field, extract_mesh
+from ..render.sphere_tracing import sdf_gradient
 
 
 def cell_centers(res: int, bounds=WORLD) -> np.ndarray:
@@ -28,16 +30,6 @@ def voxelize(shape, res: int = 32) -> np.ndarray:
 def mesh_of(shape, res: int = 64) -> trimesh.Trimesh:
     """The shape's surface by marching cubes on a res³ grid of its signed distance."""
     return extract_mesh(shape.sdf, res=res)
-
-
-def sdf_gradient(shape, points: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-    """∇sdf by central differences: for a true distance it is the unit outward normal."""
-    offsets = np.eye(3) * eps
-    grads = [
-        (shape.sdf(points + offsets[k]) - shape.sdf(points - offsets[k])) / (2 * eps)
-        for k in range(3)
-    ]
-    return np.stack(grads, axis=1)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

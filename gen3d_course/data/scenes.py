@@ -18,9 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..render.cameras import focal_from_fov, look_at, pixel_rays
-from ..render.sphere_tracing import render_rgba, shade
-from .samples import sdf_gradient
+from ..render.cameras import focal_from_fov, pixel_rays, pose_from_angles
+from ..render.sphere_tracing import render_rgba, sdf_gradient, shade
 from .sdf import Box, Scaled, Union
 from .shapes import make_shape
 
@@ -186,6 +185,24 @@ class Scene:
         normals = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         return shade(self.albedo(points), normals, np.asarray(directions, float).reshape(-1, 3), **shading)
 
+    def radiance_field(self, sharpness: float = 0.005, **shading):
+        """The scene as a radiance field ``(points (N, 3), directions (N, 3)) → (σ (N,), rgb (N, 3))``
+        for ``render.rays``: what a perfectly trained NeRF would hold.
+
+        Colours are computed only where σ ≥ 0.01: elsewhere a sample's α = 1 − exp(−σδ) is below
+        0.01·δ and cannot change a pixel visibly, and the empty space is skipped.
+        """
+        def field(points: torch.Tensor, directions: torch.Tensor):
+            p = points.detach().double().cpu().numpy()
+            sigma = self.density(p, sharpness)
+            rgb = np.zeros((len(p), 3))
+            used = np.flatnonzero(sigma >= 0.01)
+            if used.size:
+                rgb[used] = self.radiance(p[used], directions.detach().double().cpu().numpy()[used], **shading)
+            return (torch.from_numpy(sigma).to(points), torch.from_numpy(rgb).to(points))
+
+        return field
+
     def render(self, c2w, width: int = 64, height: int | None = None, focal: float | None = None,
                **shading) -> dict[str, np.ndarray]:
         """One view: ``rgb``, ``alpha``, ``depth``, ``normal`` (see ``render_rgba``)."""
@@ -215,19 +232,7 @@ def camera_poses(n: int, seed: int = 0, radius: float = DEFAULT_RADIUS,
     else:
         azimuth = azimuth_offset + np.arange(n) * 360.0 / n
         elevation = np.linspace(lo, hi, 3)[np.arange(n) % 3] if n > 1 else np.full(1, (lo + hi) / 2)
-    return torch.stack([pose_from_angles(a, e, radius) for a, e in zip(azimuth, elevation)])
-
-
-def pose_from_angles(azimuth_deg: float, elevation_deg: float, radius: float = DEFAULT_RADIUS,
-                     target=LOOK_AT) -> torch.Tensor:
-    """c2w of a camera at (azimuth, elevation) on a sphere around ``target``, looking at it.
-
-    Azimuth 0 looks from +z, 90 from +x; elevation is the angle above the horizontal plane.
-    """
-    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
-    eye = np.asarray(target, float) + radius * np.array(
-        [np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)])
-    return look_at(eye, target)
+    return torch.stack([pose_from_angles(a, e, radius, LOOK_AT) for a, e in zip(azimuth, elevation)])
 
 
 def render_views(scene: Scene, poses, size: int = 64, fov_deg: float = DEFAULT_FOV,
@@ -261,31 +266,6 @@ def scene_views(n_train: int = 40, n_test: int = 8, size: int = 64, seed: int = 
     }
 
 
-def reference_render(scene: Scene, origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor,
-                     far: torch.Tensor, background=(1.0, 1.0, 1.0), sharpness: float = 0.005,
-                     **shading) -> dict[str, torch.Tensor]:
-    """Volume-render the scene's own radiance field (``Scene.density``, ``Scene.radiance``) at
-    depths ``t`` (R, S) on rays (R, 3): what a perfectly trained NeRF would produce with these
-    samples. Returns ``volume_render``'s dict.
-
-    Colours are only computed where a sample's weight exceeds 1e-4 (elsewhere they cannot change
-    the pixel), which skips the empty space and everything behind the first surface.
-    """
-    from ..render.sampling import points_along_rays
-    from ..render.volume import volume_render
-
-    points = points_along_rays(origins, directions, t).reshape(-1, 3).double().numpy()
-    sigmas = torch.from_numpy(scene.density(points, sharpness)).float().reshape(t.shape)
-    weights = volume_render(sigmas, torch.zeros(*t.shape, 1), t, far=far)["weights"].reshape(-1)
-    colors = torch.zeros(len(points), 3)
-    used = torch.nonzero(weights > 1e-4)[:, 0].numpy()
-    if used.size:
-        dirs = directions[:, None].expand(*t.shape, 3).reshape(-1, 3).double().numpy()
-        colors[used] = torch.from_numpy(scene.radiance(points[used], dirs[used], **shading)).float()
-    return volume_render(sigmas, colors.reshape(*t.shape, 3), t, far=far,
-                         background=_background_tensor(background))
-
-
 def category_views(category: str = "chair", n: int = 64, size: int = 32, seed: int = 0,
                    elevation_range=(10.0, 40.0), radius: float = 1.6, fov_deg: float = DEFAULT_FOV,
                    background=(1.0, 1.0, 1.0), **shading) -> Views:
@@ -296,8 +276,6 @@ def category_views(category: str = "chair", n: int = 64, size: int = 32, seed: i
     Poses are returned too (a GAN does not use them, but they let a notebook check that the
     camera distribution of its generator matches the data's). ``names`` hold "category/seed".
     """
-    from .shapes import make_shape
-
     rng = np.random.default_rng([seed, 9])
     focal = focal_from_fov(size, fov_deg)
     lo, hi = elevation_range
@@ -305,7 +283,7 @@ def category_views(category: str = "chair", n: int = 64, size: int = 32, seed: i
     for k in range(n):
         shape = make_shape(category, seed + k)
         color = rng.uniform(0.15, 0.95, 3)
-        pose = pose_from_angles(rng.uniform(0.0, 360.0), rng.uniform(lo, hi), radius, target=(0.0, 0.0, 0.0))
+        pose = pose_from_angles(rng.uniform(0.0, 360.0), rng.uniform(lo, hi), radius)
         view = render_rgba(shape, color, pose, size, size, focal, **shading)
         rgba.append(np.concatenate([view["rgb"], view["alpha"][..., None]], axis=-1))
         poses.append(pose)

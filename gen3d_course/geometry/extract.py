@@ -12,7 +12,8 @@ import torch
 import trimesh
 from skimage import measure
 
-WORLD = (-0.5, 0.5)
+from ..config import WORLD
+
 
 
 def grid_nodes(res: int, bounds=WORLD) -> np.ndarray:

@@ -30,7 +30,8 @@ import torch
 import trimesh
 from scipy import ndimage
 
-from .extract import WORLD, evaluate_field, marching_cubes
+from ..config import WORLD
+from .extract import evaluate_field, marching_cubes
 
 __all__ = ["MiseGrid", "boundary_cells", "final_resolution", "grid_iou", "mesh_agreement", "mise",
            "mise_grid", "upsample2"]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .extract import WORLD, evaluate_field, grid_nodes
+from ..config import WORLD
+from .extract import evaluate_field, grid_nodes
 
 
 def _levels(res: int, start: int) -> list[int]:

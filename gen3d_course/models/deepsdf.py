@@ -26,10 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import budget, seed_everything
+from ..config import WORLD, budget, seed_everything
 from ..data import samples
 from ..data.shapes import CATEGORIES, make_shape
-from ..geometry.extract import WORLD, evaluate_grid, marching_cubes
+from ..geometry.extract import evaluate_grid, marching_cubes
 from ..geometry.metrics import iou
 from ..geometry.narrowband import narrow_band_grid
 from ..train import train

@@ -41,18 +41,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import config as run_config
+from .. import config
 from ..render.cameras import focal_from_fov, rays_through
 from ..render.encoding import encoding_size, positional_encoding
 from ..render.patches import (PoseDistribution, full_image_coordinates, patch_coordinates,
                               sample_image_patches, sample_patch_pattern)
-from ..render.sampling import points_along_rays, ray_box, stratified_samples
-from ..render.volume import volume_render
+from ..render.rays import render_rays
 from ..train import History, train
 from .gans import discriminator_loss, generator_loss
 from .nerf import relu_trunk, to_unit_cube
 
-WORLD = (-0.5, 0.5)
 CHECKPOINT = "graf"
 
 
@@ -128,7 +126,7 @@ class ConditionalField(nn.Module):
 
     def __init__(self, z_shape: int = 16, z_app: int = 8, width: int = 64, depth: int = 3,
                  pos_freqs: int = 4, dir_freqs: int = 2, density_scale: float = 10.0,
-                 density_shift: float = -5.0, bounds=WORLD):
+                 density_shift: float = -5.0, bounds=config.WORLD):
         super().__init__()
         self.z_shape, self.z_app = z_shape, z_app
         self.pos_freqs, self.dir_freqs = pos_freqs, dir_freqs
@@ -193,19 +191,19 @@ class Generator(nn.Module):
                     density_noise: float = 0.0) -> dict:
         """Volume-render rays (B, R, 3) of batch entry b with codes b: rgb (B, R, 3), acc and depth (B, R).
 
-        S samples per ray, stratified between where the ray enters and leaves the world box
-        (a ray that misses it shows the background).
+        ``render.rays.render_rays`` with the codes bound in a closure: S samples per ray,
+        stratified inside the world box (a ray that misses it shows the background).
         """
         B, R = origins.shape[:2]
-        S = self.cfg.n_samples if n_samples is None else n_samples
-        o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        near, far, _ = ray_box(o, d, WORLD)
-        t = stratified_samples(near, far, S, perturb=perturb, generator=generator)
-        points = points_along_rays(o, d, t).reshape(B, R * S, 3)
-        dirs = d[:, None, :].expand(-1, S, -1).reshape(B, R * S, 3)
-        sigma, rgb = self.field(points, dirs, z_shape, z_app, density_noise, generator)
-        out = volume_render(sigma.reshape(B * R, S), rgb.reshape(B * R, S, 3), t, far=far,
-                            background=self.background)
+
+        def coded_field(points, directions):  # (B·R·S, 3), entry b's rays first → (B, R·S, 3)
+            sigma, rgb = self.field(points.reshape(B, -1, 3), directions.reshape(B, -1, 3), z_shape,
+                                    z_app, density_noise, generator)
+            return sigma.reshape(-1), rgb.reshape(-1, 3)
+
+        out = render_rays(coded_field, origins.reshape(-1, 3), directions.reshape(-1, 3),
+                          n_samples=self.cfg.n_samples if n_samples is None else n_samples,
+                          perturb=perturb, background=self.background, generator=generator)
         return {"rgb": out["rgb"].reshape(B, R, 3), "acc": out["acc"].reshape(B, R),
                 "depth": out["depth"].reshape(B, R)}
 
@@ -602,10 +600,10 @@ def train_checkpoint() -> dict:
     from ..geometry.image_metrics import pyramid_swd
 
     torch.set_num_threads(1)
-    run_config.seed_everything(0)
+    config.seed_everything(0)
     t = dict(CHECKPOINT_TRAIN)
-    t["n_images"] = run_config.budget(lecture=200, fast=32, full=t["n_images"])
-    t["steps"] = run_config.budget(lecture=150, fast=15, full=t["steps"])
+    t["n_images"] = config.budget(lecture=200, fast=32, full=t["n_images"])
+    t["steps"] = config.budget(lecture=150, fast=15, full=t["steps"])
     cfg = GRAFConfig()
     start = time.perf_counter()
     data = graf_images(t["n_images"], cfg.image_size, "chair", seed=0, poses=cfg.poses, fov_deg=cfg.fov_deg)

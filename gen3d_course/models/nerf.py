@@ -3,7 +3,7 @@
 A radiance field gives every point x a density σ(x) ≥ 0 (how much it stops light; it depends on
 x only, so the geometry is the same from every side) and a colour c(x, d) that may depend on the
 viewing direction d (highlights move when the camera moves). An image is made by shooting one
-ray per pixel, sampling points on it and compositing them with ``render.volume.volume_render``;
+ray per pixel, sampling points on it and compositing them (``render.rays.render_rays``);
 training minimises the squared error between rendered and photographed pixels on random rays.
 
 Two fields share one interface, ``field(points (N, 3), directions (N, 3)) → (σ (N,), rgb (N, 3))``:
@@ -27,15 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import config
-from ..data.scenes import Views
+from ..data.scenes import DEFAULT_FOV, DEFAULT_RADIUS, LOOK_AT, Views
 from ..geometry.extract import extract_mesh
 from ..geometry.metrics import psnr
+from ..render.cameras import focal_from_fov, pose_from_angles
 from ..render.encoding import PositionalEncoding
-from ..render.sampling import hierarchical_samples, points_along_rays, ray_box, stratified_samples
-from ..render.volume import volume_render
+from ..render.rays import render_image, render_rays
 from ..train import History, train
 
-WORLD = (-0.5, 0.5)
 
 
 def to_unit_cube(points: torch.Tensor, bounds) -> torch.Tensor:
@@ -69,7 +68,7 @@ class NeRF(nn.Module):
     """
 
     def __init__(self, width: int = 64, depth: int = 4, pos_freqs: int = 8, dir_freqs: int = 4,
-                 bounds=WORLD, density_scale: float = 10.0, density_shift: float = -2.0):
+                 bounds=config.WORLD, density_scale: float = 10.0, density_shift: float = -2.0):
         super().__init__()
         self.config = dict(width=width, depth=depth, pos_freqs=pos_freqs, dir_freqs=dir_freqs,
                            density_scale=density_scale, density_shift=density_shift)
@@ -99,7 +98,7 @@ class NeRF(nn.Module):
         return sigma, rgb
 
 
-def trilinear(table: torch.Tensor, points: torch.Tensor, bounds=WORLD) -> torch.Tensor:
+def trilinear(table: torch.Tensor, points: torch.Tensor, bounds=config.WORLD) -> torch.Tensor:
     """Trilinear interpolation of node values ``table`` (R, R, R, C) at world points (N, 3) → (N, C).
 
     Node (i, j, k) sits at lo + (i, j, k)·(hi − lo)/(R − 1) (the course's grid convention, the
@@ -137,7 +136,7 @@ class GridField(nn.Module):
     grid_lr_factor = 300.0  # measured: 30× too slow, 1000× unstable, 300× best at 200 steps
 
     def __init__(self, res: int = 64, features: int = 4, width: int = 32, dir_freqs: int = 2,
-                 bounds=WORLD, density_scale: float = 10.0, seed: int = 0):
+                 bounds=config.WORLD, density_scale: float = 10.0, seed: int = 0):
         super().__init__()
         self.config = dict(res=res, features=features, width=width, dir_freqs=dir_freqs,
                            density_scale=density_scale)
@@ -192,69 +191,6 @@ class GridField(nn.Module):
         """The grid learns with a much larger step than the MLP: each node sees few rays per step."""
         return [{"params": [self.grid], "lr": self.grid_lr_factor * lr},
                 {"params": list(self.color_head.parameters()), "lr": lr}]
-
-
-def render_rays(field, origins: torch.Tensor, directions: torch.Tensor, *, n_samples: int = 32,
-                n_importance: int = 0, bounds=WORLD, perturb: bool = True, background=1.0,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Render rays (R, 3) through ``field``: {"rgb" (R, 3), "depth", "acc" (R,), "weights", "t" (R, S)}.
-
-    Samples lie between where each ray enters and leaves the box ``bounds`` (rays that miss it
-    see the background). With ``n_importance`` > 0 a coarse pass with ``n_samples`` stratified
-    samples is followed by ``n_importance`` samples drawn from its weights, and the field is
-    evaluated again on all of them (one network for both passes; the paper trains a second,
-    "fine" network); the coarse result is under "coarse".
-    """
-    if origins.shape != directions.shape or origins.ndim != 2 or origins.shape[-1] != 3:
-        raise ValueError(f"render_rays: origins {tuple(origins.shape)} and directions "
-                         f"{tuple(directions.shape)} must both be (R, 3).")
-    near, far, _ = ray_box(origins, directions, bounds)
-    t = stratified_samples(near, far, n_samples, perturb=perturb, generator=generator)
-    sigma, rgb = _query(field, origins, directions, t)
-    out = _composite(sigma, rgb, t, far, background)
-    if n_importance > 0:
-        _, t_fine = hierarchical_samples(t, out["weights"], n_importance, perturb=perturb,
-                                         generator=generator)
-        sigma_fine, rgb_fine = _query(field, origins, directions, t_fine)
-        # One network for both passes: the coarse samples' values are reused, not recomputed.
-        t_all, order = torch.sort(torch.cat([t, t_fine], dim=1), dim=1)
-        sigma_all = torch.cat([sigma, sigma_fine], dim=1).gather(1, order)
-        rgb_all = torch.cat([rgb, rgb_fine], dim=1).gather(1, order[..., None].expand(-1, -1, 3))
-        coarse = out
-        out = _composite(sigma_all, rgb_all, t_all, far, background)
-        out["coarse"] = coarse
-    return out
-
-
-def _query(field, origins, directions, t):
-    """The field at the points o + t·d: σ (R, S) and rgb (R, S, 3)."""
-    points = points_along_rays(origins, directions, t)
-    dirs = directions[:, None, :].expand_as(points)
-    sigma, rgb = field(points.reshape(-1, 3), dirs.reshape(-1, 3))
-    return sigma.reshape(t.shape), rgb.reshape(*t.shape, 3)
-
-
-def _composite(sigma, rgb, t, far, background):
-    out = volume_render(sigma, rgb, t, far=far, background=torch.as_tensor(background, dtype=torch.float32))
-    out["t"] = t
-    return out
-
-
-@torch.no_grad()
-def render_image(field, c2w, width: int, height: int, focal: float, *, chunk: int = 4096,
-                 **render_kw) -> dict[str, torch.Tensor]:
-    """A full image: {"rgb" (H, W, 3), "depth" (H, W), "acc" (H, W)}; deterministic samples."""
-    from ..render.cameras import pixel_rays
-
-    origins, directions = (x.reshape(-1, 3) for x in pixel_rays(c2w, width, height, focal))
-    render_kw.setdefault("perturb", False)
-    parts = [render_rays(field, origins[i:i + chunk], directions[i:i + chunk], **render_kw)
-             for i in range(0, len(origins), chunk)]
-    out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "acc")}
-    out["rgb"] = out["rgb"].reshape(height, width, 3)
-    out["depth"] = torch.where(out["acc"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))
-    out["depth"], out["acc"] = out["depth"].reshape(height, width), out["acc"].reshape(height, width)
-    return out
 
 
 @torch.no_grad()
@@ -363,7 +299,7 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
     return result
 
 
-def density_mesh(field, level: float = 100.0, res: int = 64, bounds=WORLD):
+def density_mesh(field, level: float = 100.0, res: int = 64, bounds=config.WORLD):
     """The surface {σ = level} of a trained field by marching cubes (``geometry.extract``).
 
     Density has no canonical iso-level; pick one where a sample step δ stops most of the light:
@@ -382,19 +318,16 @@ def density_mesh(field, level: float = 100.0, res: int = 64, bounds=WORLD):
 def orbit_renderer(field, size: int = 64, focal: float | None = None, background=(1.0, 1.0, 1.0),
                    radius: float | None = None, **render_kw):
     """``render(azimuth, elevation) -> [rgb (H, W, 3), depth image (H, W)]`` for a camera on the
-    scene's orbit (``data.scenes.pose_from_angles``), ready for ``viz.image_sliders``.
+    scene's orbit around ``data.scenes.LOOK_AT``, ready for ``viz.image_sliders``.
 
     The depth image shows the expected depth, near = bright, over ±0.8 around the orbit radius,
     and black where the accumulated opacity is below one half.
     """
-    from ..data.scenes import DEFAULT_FOV, DEFAULT_RADIUS, pose_from_angles
-    from ..render.cameras import focal_from_fov
-
     focal = focal_from_fov(size, DEFAULT_FOV) if focal is None else focal
     radius = DEFAULT_RADIUS if radius is None else radius
 
     def render(azimuth: float, elevation: float):
-        out = render_image(field, pose_from_angles(azimuth, elevation, radius), size, size, focal,
+        out = render_image(field, pose_from_angles(azimuth, elevation, radius, LOOK_AT), size, size, focal,
                            background=background, **render_kw)
         shade = ((radius + 0.8 - out["depth"]) / 1.6).clamp(0, 1)
         return [out["rgb"].clamp(0, 1), torch.where(out["acc"] > 0.5, shade, torch.zeros(()))]

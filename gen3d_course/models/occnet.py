@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import config
+from ..config import WORLD
 from ..data import samples
 from ..data.shapes import CATEGORIES, make_shape
 from ..geometry import mise as mise_module
-from ..geometry.extract import WORLD
 from ..geometry.metrics import iou
 from ..train import train
 from .autoencoders import kl_divergence, reparameterize

@@ -29,15 +29,22 @@ def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> torch.Tensor:
     return c2w
 
 
-def orbit_poses(n: int, radius: float = 1.5, elevation_deg: float = 30.0,
-                start_deg: float = 0.0) -> torch.Tensor:
-    """(n, 4, 4) cameras evenly spaced on a circle around the origin, looking at it."""
-    elevation = np.radians(elevation_deg)
-    azimuths = np.radians(start_deg) + np.linspace(0, 2 * np.pi, n, endpoint=False)
-    eyes = radius * np.stack([np.cos(elevation) * np.sin(azimuths),
-                              np.full(n, np.sin(elevation)),
-                              np.cos(elevation) * np.cos(azimuths)], axis=1)
-    return torch.stack([look_at(eye) for eye in eyes])
+def pose_from_angles(azimuth_deg: float, elevation_deg: float, radius: float = 1.5,
+                     target=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    """c2w (4, 4) of a camera at (azimuth, elevation) on a sphere around ``target``, looking at it.
+
+    Azimuth 0 looks from +z, 90 from +x; elevation is the angle above the horizontal plane.
+    """
+    a, e = np.radians(azimuth_deg), np.radians(elevation_deg)
+    eye = np.asarray(target, float) + radius * np.array([np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)])
+    return look_at(eye, target)
+
+
+def orbit_poses(n: int, radius: float = 1.5, elevation_deg: float = 30.0, start_deg: float = 0.0,
+                target=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    """(n, 4, 4) cameras evenly spaced in azimuth on a circle around ``target``, looking at it."""
+    return torch.stack([pose_from_angles(start_deg + 360.0 * k / n, elevation_deg, radius, target)
+                        for k in range(n)])
 
 
 def focal_from_fov(width: int, fov_deg: float) -> float:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import rays_through
+from .cameras import pose_from_angles, rays_through
 
 
 # ------------------------------------------------------------------ pose distribution p_ξ
@@ -64,8 +64,6 @@ class PoseDistribution:
 
     def pose(self, azimuth_deg: float, elevation_deg: float) -> torch.Tensor:
         """c2w (4, 4) of the camera at these angles (OpenGL convention, ``cameras.look_at``)."""
-        from ..data.scenes import pose_from_angles
-
         return pose_from_angles(azimuth_deg, elevation_deg, self.radius, target=self.target)
 
     def poses(self, angles) -> torch.Tensor:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-WORLD = (-0.5, 0.5)
+from ..config import WORLD
+
 
 
 def points_along_rays(origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

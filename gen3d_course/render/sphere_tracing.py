@@ -8,8 +8,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.samples import sdf_gradient
 from .cameras import pixel_rays
+
+
+def sdf_gradient(shape, points: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """∇sdf by central differences: for a true distance it is the unit outward normal."""
+    offsets = np.eye(3) * eps
+    grads = [
+        (shape.sdf(points + offsets[k]) - shape.sdf(points - offsets[k])) / (2 * eps)
+        for k in range(3)
+    ]
+    return np.stack(grads, axis=1)
 
 
 def sphere_trace(shape, origins: np.ndarray, directions: np.ndarray, near: float = 0.0,
