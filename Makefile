@@ -7,7 +7,7 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 JOBS   ?= 2
 
-.PHONY: setup browser lab test assign benchmark doctor clean
+.PHONY: setup browser lab test test-unit assign benchmark doctor clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,27 @@ test: setup browser
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  -n $(JOBS) --dist loadscope -m "not browser" tests $(NOTEBOOKS)
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -m browser tests/browser
+
+# `make test-unit U=08`: one unit's library tests, its lecture and solution (nbval) and the check
+# that its assignment's checks fail untouched. A unit's library tests are listed here.
+UNIT_TESTS_00 = tests/test_shapes.py tests/test_extract.py tests/test_meshes.py tests/test_metrics.py \
+                tests/test_render_cameras.py tests/test_render_sphere_tracing.py tests/test_viz.py
+UNIT_TESTS_01 = tests/test_autoencoders.py tests/test_toy_and_images.py tests/test_checks.py
+UNIT_TESTS_02 = tests/test_gans.py tests/test_toy_and_images.py
+UNIT_TESTS_03 = tests/test_gans.py
+UNIT_TESTS_04 = tests/test_voxel_gan.py
+UNIT_TESTS_05 = tests/test_deepsdf.py tests/test_extract.py
+UNIT_TESTS_06 = tests/test_atlasnet.py
+UNIT_TESTS_07 = tests/test_occnet.py tests/test_mise.py
+UNIT_TESTS_08 = tests/test_nerf.py tests/test_nerf_data.py $(wildcard tests/test_render_*.py)
+UNIT_TESTS_09 = tests/test_graf.py tests/test_render_patches.py tests/test_render_rays.py
+UNIT_SOLUTIONS = $(basename $(notdir $(wildcard solutions/$(U)_*.ipynb)))
+test-unit: setup
+	@test -n "$(UNIT_TESTS_$(U))" || { echo "usage: make test-unit U=NN with NN one of 00-09"; exit 2; }
+	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 -m "not browser" \
+	  $(UNIT_TESTS_$(U)) $(wildcard lectures/$(U)_*.ipynb solutions/$(U)_*.ipynb) \
+	  $(foreach s,$(UNIT_SOLUTIONS),"tests/test_assignments.py::test_every_check_fails_on_the_untouched_assignment[$(s)]")
 
 # Debian's Chromium for the browser tests; where it cannot be installed they are skipped.
 browser:

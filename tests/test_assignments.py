@@ -1,6 +1,5 @@
 """The committed assignments are exactly what the generator makes of the solutions, and every
 question's check fails on the untouched assignment (nbval runs the solutions, where they pass)."""
-import os
 from pathlib import Path
 
 import nbformat

@@ -1,7 +1,6 @@
 """GAN / WGAN library (units 02-03): losses against their formulas, Lipschitz tools, networks,
 ensembles that train like independent runs, a toy run that learns, and the autograder checks
 (pass on the reference, fail with a useful message on typical mistakes)."""
-import copy
 import math
 
 import pytest

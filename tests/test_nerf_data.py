@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from gen3d_course.data import nerf_formats
-from gen3d_course.data.nerf_formats import (NerfFormatError, load_blender, load_blender_splits,
-                                            load_tiny_nerf, save_blender)
+from gen3d_course.data.nerf_formats import (
+    NerfFormatError,
+    load_blender,
+    load_blender_splits,
+    load_tiny_nerf,
+    save_blender,
+)
 from gen3d_course.data.scenes import Scene, Views, render_views, scene_views
-from gen3d_course.data.sdf import Sphere
-from gen3d_course.render.cameras import look_at, pose_from_angles
-from gen3d_course.render.sphere_tracing import render_rgba
+from gen3d_course.render.cameras import pose_from_angles
 
 torch.set_num_threads(1)
 
@@ -19,36 +22,6 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def views():
     return scene_views(n_train=4, n_test=2, size=24, seed=0)
-
-
-def test_render_rgba_of_a_lit_sphere():
-    ball = type("Ball", (), {"sdf": Sphere([0, 0, 0], 0.3)})()
-    c2w = look_at([0.0, 0.0, 2.0])
-    out = render_rgba(ball, (1.0, 0.5, 0.0), c2w, 64, 48, focal=80.0, light=(0, 0, 1), ambient=0.2)
-    assert out["rgb"].shape == (48, 64, 3) and out["alpha"].shape == (48, 64)
-    # silhouette area ≈ π (f r / sqrt(d² − r²))² pixels
-    expected = np.pi * (80.0 * 0.3 / np.sqrt(2.0**2 - 0.3**2)) ** 2
-    assert out["alpha"].sum() == pytest.approx(expected, rel=0.05)
-    assert np.allclose(out["rgb"][24, 32], [1.0, 0.5, 0.0], atol=0.01)  # facing the light
-    assert out["depth"][24, 32] == pytest.approx(1.7, abs=1e-3) and out["rgb"][0, 0].sum() == 0
-
-
-def _colour_of_point(shape, point, eye, light, specular):
-    """Colour of the pixel that sees ``point`` from a camera at ``eye`` (64×64, f = 64)."""
-    c2w = look_at(eye)
-    cam = np.linalg.inv(c2w.double().numpy()) @ np.append(point, 1.0)
-    u, v = 64 * cam[0] / -cam[2] + 32, -64 * cam[1] / -cam[2] + 32
-    image = render_rgba(shape, (0.5, 0.5, 0.5), c2w, 64, 64, 64.0, light=light, specular=specular)
-    return image["rgb"][int(v), int(u)]
-
-
-def test_specular_makes_colour_depend_on_the_view():
-    ball = type("Ball", (), {"sdf": Sphere([0, 0, 0], 0.3)})()
-    normal = np.array([0.3, 0.3, 0.9]) / np.linalg.norm([0.3, 0.3, 0.9])
-    point, eyes = 0.3 * normal, (2.0 * normal, np.array([1.3, 0.4, 1.6]))
-    for specular, differs in ((0.0, False), (0.6, True)):
-        a, b = (_colour_of_point(ball, point, eye, normal, specular) for eye in eyes)
-        assert (np.abs(a - b).max() > 0.2) == differs, (specular, a, b)
 
 
 def test_scene_sdf_is_exact_union_and_inside_the_world():
@@ -89,11 +62,6 @@ def test_views_indexing_and_validation(views):
         Views(torch.zeros(2, 4, 4, 4), torch.zeros(3, 4, 4), 10.0)
     with pytest.raises(ValueError, match="background"):
         Views(torch.zeros(1, 4, 4, 4), torch.eye(4)[None], 10.0, background=(1, 2))
-
-
-def test_pose_from_angles():
-    c2w = pose_from_angles(90.0, 0.0, radius=2.0, target=(0, 0, 0))
-    assert torch.allclose(c2w[:3, 3], torch.tensor([2.0, 0.0, 0.0]), atol=1e-6)
 
 
 # ------------------------------------------------------------------ Blender NeRF-synthetic format

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..geometry.metrics import set_metrics
+
 __all__ = [
     "EnsembleLinear", "ToyGenerator", "ToyDiscriminator", "minibatch_stddev",
     "DCGenerator", "DCDiscriminator", "dcgan_init",
@@ -255,13 +257,17 @@ def dcgan_init(module: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       real_label: float = 1.0) -> torch.Tensor:
     """Binary cross-entropy of D: -E[log D(x)] - E[log(1 - D(G(z)))], with D = sigmoid(logit).
 
     Written with softplus for stability: -log sigmoid(l) = softplus(-l) and
     -log(1 - sigmoid(l)) = softplus(l). Minimising it is D's ascent on V(G, D).
+    ``real_label`` < 1 is one-sided label smoothing (3D-GAN, unit 04): real targets 0.9 instead
+    of 1, so D is never rewarded for infinite confidence.
     """
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    real = real_label * F.softplus(-real_logits) + (1.0 - real_label) * F.softplus(real_logits)
+    return real.mean() + F.softplus(fake_logits).mean()
 
 
 def generator_loss(fake_logits: torch.Tensor, saturating: bool = False) -> torch.Tensor:
@@ -591,23 +597,15 @@ def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, 
 # DCGAN on the rendered shape images: training, metrics, shipped checkpoint
 # --------------------------------------------------------------------------------------------
 def image_sample_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Set metrics of generated vs reference images in [0, 1], on RMS pixel distances.
-
-    mmd: mean over reference images of the distance to the closest sample (fidelity: is every
-    real image reproduced?); cov: share of reference images that are some sample's nearest
-    neighbour (diversity); one_nna: 1-NN two-sample test accuracy (0.5 ideal, 1.0 separable).
-    The same three numbers judge 3D generators in unit 04, with Chamfer instead of pixels.
-    """
-    from ..geometry.metrics import coverage, minimum_matching_distance, one_nna
-
+    """``geometry.metrics.set_metrics`` (COV, MMD, 1-NNA) of generated vs reference images in
+    [0, 1], on RMS pixel distances: the numbers that judge 3D generators in unit 04, with
+    pixels instead of voxels."""
     s, r = samples.flatten(1).float(), reference.flatten(1).float()
     if s.shape[1] != r.shape[1]:
         raise ValueError(f"image_sample_metrics: samples {tuple(samples.shape)} and reference "
                          f"{tuple(reference.shape)} differ in image size.")
     scale = math.sqrt(s.shape[1])
-    d_sr = torch.cdist(s, r) / scale
-    return {"mmd": float(minimum_matching_distance(d_sr)), "cov": float(coverage(d_sr)),
-            "one_nna": float(one_nna(torch.cdist(s, s) / scale, torch.cdist(r, r) / scale, d_sr))}
+    return set_metrics(torch.cdist(s, s) / scale, torch.cdist(r, r) / scale, torch.cdist(s, r) / scale)
 
 
 @torch.no_grad()

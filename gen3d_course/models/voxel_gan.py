@@ -33,6 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import config as _config
+from ..geometry.metrics import iou, iou_distance_matrix, set_metrics
+from .autoencoders import kl_divergence, reparameterize
+from .gans import discriminator_loss, generator_loss
 
 # --------------------------------------------------------------------------------------------
 # Shapes
@@ -232,18 +235,6 @@ class ImageEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0) -> torch.Tensor:
-    """-[log D(x) + log(1 - D(G(z)))], averaged; ``real_label`` < 1 is one-sided label smoothing
-    (targets 0.9 instead of 1 for real grids: D is never rewarded for infinite confidence)."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-
-
-def generator_loss(fake_logits) -> torch.Tensor:
-    """Non-saturating generator loss -log D(G(z)): strong gradients while D wins."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
 def discriminator_accuracy(real_logits, fake_logits) -> float:
     """Fraction of the batch D classifies right: real with logit > 0, fake with logit < 0."""
     correct = (real_logits > 0).sum() + (fake_logits < 0).sum()
@@ -271,16 +262,6 @@ def discriminator_update(D, optimizer, real, fake, last_accuracy: float, thresho
     return loss.detach(), accuracy, updated
 
 
-def reparameterize(mu, logvar) -> torch.Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I): a sample of q(z|y) that gradients flow through."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-
-
-def kl_divergence(mu, logvar) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2), batch mean."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
-
-
 def vae_gan_loss(fake_logits, mu, logvar, recon, target, alpha1: float, alpha2: float) -> dict:
     """The 3D-VAE-GAN objective for the encoder and generator, as a dict of 0-d tensors.
 
@@ -290,7 +271,7 @@ def vae_gan_loss(fake_logits, mu, logvar, recon, target, alpha1: float, alpha2: 
         total = gan + alpha1 * kl + alpha2 * recon
     """
     gan = generator_loss(fake_logits)
-    kl = kl_divergence(mu, logvar)
+    kl = kl_divergence(mu, logvar).mean()
     rec = (recon - target).pow(2).flatten(1).sum(dim=1).mean()
     return {"total": gan + alpha1 * kl + alpha2 * rec, "gan": gan, "kl": kl, "recon": rec}
 
@@ -495,44 +476,11 @@ def image_dataset(per_category: int, size: int = 32, start_seed: int = 0):
 # --------------------------------------------------------------------------------------------
 
 
-def _binary(v) -> torch.Tensor:
-    t = torch.as_tensor(v)
-    if t.dtype != torch.bool:
-        if not torch.isfinite(t).all():
-            raise ValueError("voxel grids contain NaN or inf; check the generator's output.")
-        t = t >= 0.5
-    return t.reshape(len(t), -1).float()
-
-
-def iou_distance_matrix(a, b) -> torch.Tensor:
-    """D[i, j] = 1 - IoU(a_i, b_j) for two stacks of grids (N, R, R, R) and (M, R, R, R).
-
-    Probabilities count as occupied at >= 0.5 (as in ``geometry.metrics.iou``, which this
-    equals pair by pair); computed for all pairs at once with one matrix product:
-    |A and B| = A . B, |A or B| = |A| + |B| - |A and B|. Two empty grids are at distance 0.
-    """
-    a, b = _binary(a), _binary(b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"iou_distance_matrix: grids of {a.shape[1]} and {b.shape[1]} voxels; "
-                         "compare grids of the same resolution.")
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return torch.where(union > 0, 1 - inter / union.clamp(min=1), torch.zeros_like(inter))
-
-
 def generation_metrics(generated, reference) -> dict:
-    """COV, MMD and 1-NNA of a generated set against a reference set, distance 1 - IoU.
-
-    COV (higher better, diversity), MMD (lower better, fidelity: mean over references of the
-    distance to the closest sample), 1-NNA (0.5 ideal: a nearest-neighbour two-sample test).
-    """
-    from ..geometry.metrics import coverage, minimum_matching_distance, one_nna
-
-    d_gr = iou_distance_matrix(generated, reference)
-    d_gg = iou_distance_matrix(generated, generated)
-    d_rr = iou_distance_matrix(reference, reference)
-    return {"COV": float(coverage(d_gr)), "MMD": float(minimum_matching_distance(d_gr)),
-            "1-NNA": float(one_nna(d_gg, d_rr, d_gr))}
+    """COV, MMD and 1-NNA (``geometry.metrics.set_metrics``) of generated vs reference voxel grids,
+    with the distance 1 − IoU."""
+    return set_metrics(iou_distance_matrix(generated, generated), iou_distance_matrix(reference, reference),
+                       iou_distance_matrix(generated, reference))
 
 
 def random_blobs(n: int, res: int, seed: int = 0, fill: float = 0.04, blobs=(1, 4)) -> torch.Tensor:
@@ -666,10 +614,7 @@ def training_memory(model: nn.Module, x: torch.Tensor) -> dict:
 
 def reconstruction_iou(pred, target) -> torch.Tensor:
     """Per-shape voxel IoU (N,) of two stacks of grids (probabilities count at >= 0.5)."""
-    a, b = _binary(pred), _binary(target)
-    inter = (a * b).sum(1)
-    union = a.sum(1) + b.sum(1) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+    return torch.stack([iou(a, b) for a, b in zip(torch.as_tensor(pred), torch.as_tensor(target))])
 
 
 def category_mean_baseline(voxels, labels, thresholds=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6)):

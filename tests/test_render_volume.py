@@ -1,6 +1,7 @@
 """Volume rendering laws."""
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gen3d_course.render.volume import volume_render
 
@@ -39,3 +40,16 @@ def test_shape_errors_are_clear():
     import pytest
     with pytest.raises(ValueError, match="must be \\(R, S\\)"):
         volume_render(torch.zeros(2, 3), torch.zeros(2, 4, 3), torch.zeros(2, 3))
+
+
+def test_volume_render_per_ray_far_and_terms():
+    g = torch.Generator().manual_seed(0)
+    t = torch.sort(torch.rand(3, 6, generator=g), 1).values
+    sigmas, colors = 5 * torch.rand(3, 6, generator=g), torch.rand(3, 6, 3, generator=g)
+    far = torch.tensor([1.1, 1.5, 2.0])
+    out = volume_render(sigmas, colors, t, far=far)
+    for r in range(3):
+        one = volume_render(sigmas[r:r + 1], colors[r:r + 1], t[r:r + 1], far=float(far[r]))
+        assert torch.allclose(out["rgb"][r], one["rgb"][0])
+    assert torch.allclose(out["weights"], out["alpha"] * out["transmittance"])
+    assert torch.allclose(out["transmittance"][:, 0], torch.ones(3))
