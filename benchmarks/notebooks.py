@@ -9,7 +9,6 @@ Usage: python benchmarks/notebooks.py [NOTEBOOK ...]   (writes benchmarks/result
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time

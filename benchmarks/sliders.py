@@ -33,10 +33,11 @@ def gallery():
 
 def deepsdf_interpolation():
     """Unit 05: shipped DeepSDF decoder, chair → table codes, narrow-band 64³ grid + marching cubes."""
+    from gen3d_course.experiments import deepsdf as experiments
     from gen3d_course.models import deepsdf
     from gen3d_course.viz.widgets import interpolation_slider
 
-    model, shapes, _ = deepsdf.load_pretrained()
+    model, shapes = experiments.load_pretrained(), experiments.shipped_training_shapes()
     categories = [s.category for s in shapes]
     codes = model.codes.weight.detach()
     slider = interpolation_slider(deepsdf.mesh_decoder(model.decoder, res=64),
@@ -91,24 +92,24 @@ def voxel_gan_sliders():
     """Unit 04: shipped 3D-VAE-GAN generator, z (64-d) -> 32³ grid + marching cubes."""
     import torch
 
+    from gen3d_course.experiments import voxel_gan as experiments
     from gen3d_course.models import voxel_gan as vg
     from gen3d_course.viz.widgets import latent_sliders
 
-    model = vg.load_pretrained()
+    model = experiments.load_pretrained()
     z0 = torch.randn(1, model.cfg.z_dim, generator=torch.Generator().manual_seed(1))[0].numpy()
-    box = latent_sliders(lambda z: vg.voxel_mesh(vg.generate(model.G, torch.from_numpy(z)[None])[0]),
+    box = latent_sliders(lambda z: experiments.voxel_mesh(vg.generate(model.G, torch.from_numpy(z)[None])[0]),
                          model.cfg.z_dim, n_sliders=6, z0=z0)
     return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
 
 
 def nerf_orbit():
     """Unit 08: shipped NeRF, one 64×64 orbit view (colour + depth, 32 + 16 samples) per move."""
-    from gen3d_course.checkpoints import load_checkpoint
-    from gen3d_course.models import nerf
+    from gen3d_course.experiments import nerf as experiments
     from gen3d_course.viz.image_sliders import image_sliders
 
-    field = load_checkpoint("nerf", nerf.NeRF(**nerf.CHECKPOINT_CONFIG)).eval()
-    box = image_sliders(nerf.orbit_renderer(field, size=64, **nerf.ORBIT_RENDER),
+    field = experiments.load_pretrained()
+    box = image_sliders(experiments.orbit_renderer(field, size=64, **experiments.ORBIT_RENDER),
                         azimuth=(0.0, 360.0, 15.0, 30.0), elevation=(10.0, 70.0, 5.0, 30.0))
     return measure(box, [box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
                    [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])
@@ -116,11 +117,11 @@ def nerf_orbit():
 
 def graf_sliders():
     """Unit 09: shipped GRAF generator, one 64×64 volume render (16 samples per ray) per move."""
-    from gen3d_course.models import graf
+    from gen3d_course.experiments import graf as experiments
     from gen3d_course.viz.image_sliders import image_sliders
 
-    G = graf.load_pretrained()
-    box = image_sliders(graf.image_renderer(G, size=64), azimuth=(0.0, 360.0, 10.0, 30.0),
+    G = experiments.load_pretrained()
+    box = image_sliders(experiments.image_renderer(G, size=64), azimuth=(0.0, 360.0, 10.0, 30.0),
                         elevation=(0.0, 60.0, 5.0, 25.0), zs0=(-2.5, 2.5, 0.1, 0.0), za0=(-2.5, 2.5, 0.1, 0.0))
     return measure(box, [box.controls["azimuth"]] * 4 + [box.controls["zs0"]] * 3 + [box.controls["za0"]] * 3,
                    [60.0, 90.0, 120.0, 150.0, -1.0, 0.5, 2.0, -1.0, 0.5, 2.0])

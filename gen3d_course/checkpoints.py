@@ -82,8 +82,9 @@ def checkpoint_info(name: str, directory: Path | str = WEIGHTS_DIR) -> dict:
     return manifest[name]
 
 
-def load_checkpoint(name: str, model=None, directory: Path | str = WEIGHTS_DIR):
-    """Load checkpoint ``name``; into ``model`` if given (and return it), else return the state dict.
+def load_checkpoint(name: str, model=None, directory: Path | str = WEIGHTS_DIR, device=None):
+    """Load checkpoint ``name``; into ``model`` if given (and return it, moved to ``device``), else
+    return the state dict (on ``device``; default the CPU, wherever the file was saved).
 
     Fails with a message that says what to do when the file is missing, does not match its
     recorded sha256 (corrupt or replaced), cannot be read, or does not fit the model.
@@ -99,7 +100,7 @@ def load_checkpoint(name: str, model=None, directory: Path | str = WEIGHTS_DIR):
             f"corrupt or was replaced. Restore it from git or re-run `{info['command']}`."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=device or "cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for unreadable files
         raise CheckpointError(f"Checkpoint {path} cannot be read: {err}") from None
     if model is None:
@@ -111,4 +112,4 @@ def load_checkpoint(name: str, model=None, directory: Path | str = WEIGHTS_DIR):
             f"Checkpoint {name!r} does not fit this model ({type(model).__name__}): {err}\n"
             f"It was made with config {info['config']}; build the model with the same settings."
         ) from None
-    return model
+    return model.to(device) if device is not None else model

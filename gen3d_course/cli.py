@@ -69,20 +69,20 @@ def assign(solutions: str, assignments: str) -> int:
 
 
 def trainable() -> list[str]:
-    """Model modules that can produce a checkpoint (they define ``train_checkpoint``)."""
-    from . import models
+    """Experiment modules that can produce a checkpoint (they define ``train_checkpoint``)."""
+    from . import experiments
 
-    names = [m.name for m in pkgutil.iter_modules(models.__path__)]
+    names = [m.name for m in pkgutil.iter_modules(experiments.__path__)]
     return sorted(n for n in names
-                  if hasattr(importlib.import_module(f"{models.__name__}.{n}"), "train_checkpoint"))
+                  if hasattr(importlib.import_module(f"{experiments.__name__}.{n}"), "train_checkpoint"))
 
 
 def train(name: str) -> int:
-    from . import models
+    from . import experiments
 
     # Import only the named module: a broken model elsewhere must not stop this one's training.
-    module_names = {m.name for m in pkgutil.iter_modules(models.__path__)}
-    module = importlib.import_module(f"{models.__name__}.{name}") if name in module_names else None
+    module_names = {m.name for m in pkgutil.iter_modules(experiments.__path__)}
+    module = importlib.import_module(f"{experiments.__name__}.{name}") if name in module_names else None
     if not hasattr(module, "train_checkpoint"):
         available = trainable()
         print(f"gen3d-course train: no model named {name!r}; available: "

@@ -14,7 +14,7 @@ FLOORS = [
     {"data"},
     {"train", "checkpoints"},
     {"models"},
-    {"viz", "checks"},
+    {"experiments", "viz", "checks"},
     {"assign", "kernels", "grade", "cli"},
 ]
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}

@@ -7,6 +7,7 @@ import trimesh
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import atlasnet as checks
 from gen3d_course.data.shapes import make_shape
+from gen3d_course.experiments import atlasnet as experiments
 from gen3d_course.geometry.metrics import chamfer_distance
 from gen3d_course.models import atlasnet as A
 from gen3d_course.train import train
@@ -116,7 +117,7 @@ def test_patch_mesh_has_k_sheets_and_exports(tmp_path):
         mesh.export(tmp_path / f"m.{suffix}")
         back = trimesh.load(tmp_path / f"m.{suffix}", force="mesh")
         assert len(back.faces) == len(mesh.faces)
-    colors = A.checker_colors(uv, patch, cells=2)
+    colors = experiments.checker_colors(uv, patch, cells=2)
     assert colors.shape == (75, 3) and colors.min() >= 0 and colors.max() <= 1
 
 
@@ -139,7 +140,7 @@ def test_chamfer_loss_equals_the_library_chamfer_value_and_gradient():
 def test_estimated_normals_of_a_plane_are_its_normal():
     xy = torch.rand(200, 2) - 0.5
     plane = torch.cat([xy, torch.zeros(200, 1)], 1)
-    n = A.estimate_normals(plane, k=8)
+    n = experiments.estimate_normals(plane, k=8)
     assert torch.allclose(n[:, 2].abs(), torch.ones(200), atol=1e-4)
 
 
@@ -152,7 +153,7 @@ def test_patch_normals_match_the_map():
         first.weight[0, 0], first.weight[1, 1] = 1.0, 1.0   # relu(u), relu(v) (u, v >= 0)
         last.weight[0, 0], last.weight[1, 1], last.weight[2, 0] = 1.0, 1.0, 1.0  # (u, v, u)
     model = A.AutoEncoder(A.PointNetEncoder(2), dec)
-    pts, nrm = A.decode_with_normals(model, torch.rand(1, 10, 3), 50)
+    pts, nrm = experiments.decode_with_normals(model, torch.rand(1, 10, 3), 50)
     assert torch.allclose(pts[0, :, 2], pts[0, :, 0], atol=1e-6)
     assert torch.allclose(nrm[0].abs(), torch.tensor([2 ** -0.5, 0, 2 ** -0.5]).expand(50, 3),
                           atol=1e-4)
@@ -162,9 +163,9 @@ def test_a_short_training_run_beats_the_untrained_network():
     shapes = [make_shape("mug", 0), make_shape("table", 1)]
     clouds, normals = A.point_clouds(shapes, n=512, res=32)
     model = A.make_model("atlas", code_dim=16, n_patches=2, hidden=(32, 32))
-    before = A.evaluate(model, clouds, normals, n=256, n_input=256)
+    before = experiments.evaluate(model, clouds, normals, n=256, n_input=256)
     train(A.chamfer_step(model, clouds, batch_size=2, n_points=256, lr=3e-3), 60, progress=False)
-    after = A.evaluate(model, clouds, normals, n=256, n_input=256)
+    after = experiments.evaluate(model, clouds, normals, n=256, n_input=256)
     assert after["chamfer"] < 0.3 * before["chamfer"]
     assert after["fscore"] > before["fscore"]
 
@@ -241,28 +242,28 @@ def test_uv_and_forward_checks_name_the_slip():
 
 def test_knn_edges_are_unique_undirected_pairs():
     pts = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5.0, 0, 0]])
-    edges = A.knn_edges(pts, k=1)
+    edges = experiments.knn_edges(pts, k=1)
     assert edges.tolist() == [[0, 1], [1, 2], [2, 3]]
 
 
 def test_surface_variation_flat_vs_blob():
     flat = torch.cat([torch.rand(300, 2), torch.zeros(300, 1)], 1)
     blob = torch.randn(300, 3)
-    assert A.surface_variation(flat).max() < 1e-6
-    assert 0.15 < A.surface_variation(blob).median() <= 1 / 3 + 1e-6
+    assert experiments.surface_variation(flat).max() < 1e-6
+    assert 0.15 < experiments.surface_variation(blob).median() <= 1 / 3 + 1e-6
 
 
 def test_correspondence_agreement_laws():
     v = np.random.default_rng(0).normal(size=(500, 3))
-    assert A.correspondence_agreement(v, 2 * v + 1) == pytest.approx(1.0)
+    assert experiments.correspondence_agreement(v, 2 * v + 1) == pytest.approx(1.0)
     perm = np.random.default_rng(1).permutation(500)
-    assert abs(A.correspondence_agreement(v, v[perm])) < 0.15
+    assert abs(experiments.correspondence_agreement(v, v[perm])) < 0.15
     with pytest.raises(ValueError, match="same template"):
-        A.correspondence_agreement(v, v[:10])
+        experiments.correspondence_agreement(v, v[:10])
 
 
 def test_build_models_share_encoder_and_output_count():
-    models = A.build_models({"n_patches": 3, "n_points": 30})
+    models = experiments.build_models({"n_patches": 3, "n_points": 30})
     assert sorted(models) == ["atlas_1", "atlas_3", "pointset", "sphere"]
     x = torch.rand(2, 50, 3) - 0.5
     for model in models.values():
@@ -275,8 +276,8 @@ def test_build_models_share_encoder_and_output_count():
 def test_shipped_checkpoint_loads_and_records_the_comparison():
     from gen3d_course.checkpoints import checkpoint_info
 
-    models = A.load_pretrained()
-    info = checkpoint_info(A.CHECKPOINT)
+    models = experiments.load_pretrained()
+    info = checkpoint_info(experiments.CHECKPOINT)
     k = info["config"]["models"]["n_patches"]
     assert sorted(models) == sorted(["pointset", "atlas_1", f"atlas_{k}", "sphere"])
     x = torch.rand(1, 512, 3) - 0.5

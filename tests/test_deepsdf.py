@@ -11,6 +11,7 @@ from gen3d_course.checks.deepsdf import check_clamped_l1, check_fit_code
 from gen3d_course.data.meshes import MeshShape
 from gen3d_course.data.samples import mesh_of
 from gen3d_course.data.shapes import make_shape
+from gen3d_course.experiments import deepsdf as experiments
 from gen3d_course.geometry.extract import evaluate_grid
 from gen3d_course.geometry.narrowband import narrow_band_grid
 from gen3d_course.models import deepsdf as D
@@ -138,7 +139,7 @@ def test_narrow_band_matches_a_dense_grid_with_few_queries():
 
 def test_partial_samples_only_see_one_side():
     mug = make_shape("mug", 1)
-    points, sdf, visible = D.partial_sdf_samples(mug, 1000, eye=(0.0, 0.0, 1.6), size=32)
+    points, sdf, visible = experiments.partial_sdf_samples(mug, 1000, eye=(0.0, 0.0, 1.6), size=32)
     assert points.shape == (1000, 3) and sdf.shape == (1000,)
     np.testing.assert_allclose(sdf, mug.sdf(points), atol=1e-6)
     full, _ = D.samples.surface_points(mug, 2000)
@@ -160,11 +161,11 @@ def test_tiny_autodecoder_run_learns_two_shapes():
     shapes = [make_shape("table", 0), make_shape("mug", 0)]
     data = D.sdf_dataset(shapes, n_points=2048)
     model = D.AutoDecoder(2, latent_dim=8)
-    untrained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)["iou"]
+    untrained = experiments.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)["iou"]
     history = D.train_autodecoder(model, data, 250, shapes_per_batch=2, points_per_shape=512,
                                   progress=False)
     assert history.mean("sdf") < 0.5 * history.mean("sdf", first=True)
-    trained = D.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)
+    trained = experiments.mean_metrics(model.decoder, model.codes.weight.detach(), shapes, 32, 2048)
     assert trained["iou"] > 0.5 > untrained + 0.3
     assert trained["chamfer"] < 0.06
     with pytest.raises(ValueError, match="n_shapes=2"):
@@ -208,5 +209,5 @@ def test_surface_chamfer_equals_the_library_metric():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(300, 3)), rng.normal(size=(200, 3))
     expected = chamfer_distance(torch.tensor(a), torch.tensor(b), squared=False).item()
-    assert D.surface_chamfer(a, b) == pytest.approx(expected, rel=1e-6)
-    assert D.surface_chamfer(torch.tensor(a), torch.tensor(a)) == 0
+    assert experiments.surface_chamfer(a, b) == pytest.approx(expected, rel=1e-6)
+    assert experiments.surface_chamfer(torch.tensor(a), torch.tensor(a)) == 0

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import gan as checks
 from gen3d_course.data import toy2d
-from gen3d_course.models import gans
+from gen3d_course.experiments import gans as experiments
+from gen3d_course.models import gans, wgan
 
 
 # --- losses -------------------------------------------------------------------------------------
@@ -21,8 +22,8 @@ def test_losses_match_their_probability_formulas():
     assert torch.isclose(gans.discriminator_loss(real, fake), expected, atol=1e-5)
     assert torch.isclose(gans.generator_loss(fake, saturating=True), (1 - d_fake).log().mean(), atol=1e-5)
     assert torch.isclose(gans.generator_loss(fake), -d_fake.log().mean(), atol=1e-5)
-    assert torch.isclose(gans.critic_loss(real, fake), fake.mean() - real.mean())
-    assert torch.isclose(gans.wgan_generator_loss(fake), -fake.mean())
+    assert torch.isclose(wgan.critic_loss(real, fake), fake.mean() - real.mean())
+    assert torch.isclose(wgan.wgan_generator_loss(fake), -fake.mean())
 
 
 def test_losses_stay_finite_for_a_very_confident_discriminator():
@@ -65,11 +66,11 @@ def test_mmd_is_zero_on_identical_sets_and_grows_with_the_shift():
 def test_clip_weights_clamps_every_parameter_in_place():
     critic = gans.ToyDiscriminator(hidden=8, depth=2)
     ids = [id(p) for p in critic.parameters()]
-    gans.clip_weights(critic, 0.01)
+    wgan.clip_weights(critic, 0.01)
     assert [id(p) for p in critic.parameters()] == ids
     assert all(p.abs().max() <= 0.01 for p in critic.parameters())
     with pytest.raises(ValueError, match="must be > 0"):
-        gans.clip_weights(critic, 0)
+        wgan.clip_weights(critic, 0)
 
 
 def test_gradient_penalty_is_zero_for_a_unit_slope_and_trains_the_critic():
@@ -82,20 +83,20 @@ def test_gradient_penalty_is_zero_for_a_unit_slope_and_trains_the_critic():
             return x @ self.w
 
     real, fake = torch.randn(16, 2), torch.randn(16, 2)
-    assert gans.gradient_penalty(Linear([0.6, 0.8]), real, fake).item() == pytest.approx(0, abs=1e-10)
+    assert wgan.gradient_penalty(Linear([0.6, 0.8]), real, fake).item() == pytest.approx(0, abs=1e-10)
     critic = Linear([3.0, 4.0])  # slope 5: penalty (5 - 1)^2 = 16 and a gradient on w
-    penalty = gans.gradient_penalty(critic, real, fake)
+    penalty = wgan.gradient_penalty(critic, real, fake)
     assert penalty.item() == pytest.approx(16.0, rel=1e-5)
     penalty.backward()
     assert critic.w.grad is not None and critic.w.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="same shape"):
-        gans.gradient_penalty(critic, real, fake[:3])
+        wgan.gradient_penalty(critic, real, fake[:3])
 
 
 def test_gradient_penalty_on_images_uses_one_norm_per_image():
     critic = gans.DCDiscriminator(size=8, base=4)
     real, fake = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
-    assert gans.gradient_penalty(critic, real, fake).ndim == 0
+    assert wgan.gradient_penalty(critic, real, fake).ndim == 0
 
 
 # --- networks ---------------------------------------------------------------------------------
@@ -175,10 +176,10 @@ def test_adain_sets_the_style_statistics():
 # --- training ---------------------------------------------------------------------------------
 def test_gan_step_updates_both_players_and_a_toy_gan_learns():
     data = toy2d.ring_of_gaussians(4000, std=0.05)
-    G, D, history = gans.train_toy_gan(data, members=2, steps=300, lr=3e-3, hidden=32, batch=64,
+    G, D, history = experiments.train_toy_gan(data, members=2, steps=300, lr=3e-3, hidden=32, batch=64,
                                        progress=False, log_every=5)
-    stats = gans.member_mode_statistics(G, toy2d.ring_centers(), 0.05)
-    untrained = gans.member_mode_statistics(gans.ToyGenerator(members=2), toy2d.ring_centers(), 0.05)
+    stats = experiments.member_mode_statistics(G, toy2d.ring_centers(), 0.05)
+    untrained = experiments.member_mode_statistics(gans.ToyGenerator(members=2), toy2d.ring_centers(), 0.05)
     # within 300 steps the samples move onto the ring: far more high-quality samples than at init
     assert min(s["high_quality"] for s in stats) > max(s["high_quality"] for s in untrained) + 0.03
     assert len(history["d_loss"]) == 61 and history.ms_per_step > 0
@@ -186,15 +187,15 @@ def test_gan_step_updates_both_players_and_a_toy_gan_learns():
 
 def test_wgan_gp_critic_estimate_rises_then_the_generator_closes_the_gap():
     data = toy2d.ring_of_gaussians(4000, std=0.05)
-    G, _, history = gans.train_toy_gan(data, method="wgan-gp", members=2, steps=60, lr=1e-3,
+    G, _, history = experiments.train_toy_gan(data, method="wgan-gp", members=2, steps=60, lr=1e-3,
                                        hidden=32, batch=64, progress=False, log_every=1)
     w = history["w_estimate"]
     assert max(w) > 0.3 and sum(w[-10:]) / 10 < max(w)
     for method in ("gan", "wgan-clip", "wgan-gp", "infogan"):  # a single GAN takes (B, d) batches
-        G1, _, _ = gans.train_toy_gan(data, method=method, members=1, steps=2, hidden=8, progress=False)
+        G1, _, _ = experiments.train_toy_gan(data, method=method, members=1, steps=2, hidden=8, progress=False)
         assert G1(G1.noise(5)).shape == (5, 2)
     with pytest.raises(ValueError, match="method"):
-        gans.train_toy_gan(data, method="lsgan", steps=1)
+        experiments.train_toy_gan(data, method="lsgan", steps=1)
 
 
 def test_infogan_code_information_is_zero_for_an_ignored_code_and_one_for_a_perfect_code():
@@ -211,8 +212,8 @@ def test_infogan_code_information_is_zero_for_an_ignored_code_and_one_for_a_perf
         def forward(self, zc):
             return toy2d.ring_centers()[(zc[:, 0] > 0).long()]
 
-    assert gans.code_information(Perfect(), toy2d.ring_centers()) == [pytest.approx(1.0)]
-    assert gans.code_information(Ignored(), toy2d.ring_centers())[0] < 0.01
+    assert experiments.code_information(Perfect(), toy2d.ring_centers()) == [pytest.approx(1.0)]
+    assert experiments.code_information(Ignored(), toy2d.ring_centers())[0] < 0.01
     # a zero weight per member switches the information term off for that member only
     torch.manual_seed(0)
     G, D = gans.ToyGenerator(latent_dim=4, members=2, hidden=8), gans.ToyDiscriminator(members=2, outputs=3, hidden=8)
@@ -229,9 +230,9 @@ def test_checks_pass_on_the_references(capsys):
     assert checks.check_discriminator_loss(gans.discriminator_loss)
     assert checks.check_generator_loss(gans.generator_loss)
     assert checks.check_gan_step(gans.gan_step)
-    assert checks.check_critic_loss(gans.critic_loss)
-    assert checks.check_clip_weights(gans.clip_weights)
-    assert checks.check_gradient_penalty(gans.gradient_penalty)
+    assert checks.check_critic_loss(wgan.critic_loss)
+    assert checks.check_clip_weights(wgan.clip_weights)
+    assert checks.check_gradient_penalty(wgan.gradient_penalty)
     assert capsys.readouterr().out.count("✔") >= 6
 
 

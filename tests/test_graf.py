@@ -9,6 +9,7 @@ import torch
 
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import graf as checks
+from gen3d_course.experiments import graf as experiments
 from gen3d_course.geometry.image_metrics import (
     foreground_fraction,
     laplacian_pyramid,
@@ -172,7 +173,7 @@ def test_reprojection_error_is_zero_for_a_consistent_object_and_large_for_anothe
     t = [{k: torch.from_numpy(v) for k, v in r.items()} for r in views]
 
     def error(a, b, pa, pb):
-        return graf.reprojection_error(a["rgb"].permute(2, 0, 1), a["depth"], a["alpha"] > 0.5, dist.pose(pa, 25),
+        return experiments.reprojection_error(a["rgb"].permute(2, 0, 1), a["depth"], a["alpha"] > 0.5, dist.pose(pa, 25),
                                        b["rgb"].permute(2, 0, 1), b["depth"], b["alpha"] > 0.5, dist.pose(pb, 25),
                                        focal)
 

@@ -4,13 +4,7 @@ import pytest
 import torch
 
 from gen3d_course.render import cameras
-from gen3d_course.render.cameras import (
-    focal_from_fov,
-    look_at,
-    orbit_poses,
-    pixel_rays,
-    pose_from_angles,
-)
+from gen3d_course.render.cameras import focal_from_fov, look_at, orbit_poses, pixel_rays, pose_from_angles
 
 
 def test_look_at_is_a_rigid_transform_looking_down_minus_z():

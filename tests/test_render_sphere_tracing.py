@@ -4,11 +4,7 @@ import pytest
 
 from gen3d_course.data.sdf import Sphere
 from gen3d_course.render.cameras import focal_from_fov, look_at
-from gen3d_course.render.sphere_tracing import (
-    render_rgba,
-    render_views,
-    sphere_trace,
-)
+from gen3d_course.render.sphere_tracing import render_rgba, render_views, sphere_trace
 
 
 def _colour_of_point(shape, point, eye, light, specular):

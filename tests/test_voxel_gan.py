@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import voxel_gan as checks
+from gen3d_course.experiments import voxel_gan as experiments
 from gen3d_course.geometry.metrics import iou, iou_distance_matrix
 from gen3d_course.models import voxel_gan as vg
 from gen3d_course.models.gans import discriminator_loss
@@ -99,23 +100,23 @@ def test_iou_distance_matrix_equals_pairwise_iou_and_set_metrics():
     d = iou_distance_matrix(v, v)
     assert torch.allclose(d, d.T) and (d.diagonal() == 0).all()
     assert torch.isclose(d[0, 3], 1 - iou(v[0], v[3]))
-    same = vg.generation_metrics(v, v)
+    same = experiments.generation_metrics(v, v)
     assert same["MMD"] == 0 and same["COV"] >= 0.89  # two mugs coincide at 16^3
-    assert vg.generation_metrics(vg.random_blobs(10, 16, 0), v)["MMD"] > 0.5
+    assert experiments.generation_metrics(experiments.random_blobs(10, 16, 0), v)["MMD"] > 0.5
 
 
 def test_components_neighbours_and_mesh():
     grid = np.zeros((16, 16, 16), bool)
     grid[2:8, 2:8, 2:8] = True
     grid[12, 12, 12] = True
-    keep, share, count = vg.largest_component(grid)
+    keep, share, count = experiments.largest_component(grid)
     assert count == 2 and keep.sum() == 216 and share == 216 / 217
-    idx, score = vg.nearest_neighbours(torch.from_numpy(grid)[None], torch.from_numpy(np.stack([keep, ~grid])))
+    idx, score = experiments.nearest_neighbours(torch.from_numpy(grid)[None], torch.from_numpy(np.stack([keep, ~grid])))
     assert idx.item() == 0 and score.item() == pytest.approx(216 / 217)
-    mesh = vg.voxel_mesh(keep.astype(np.float32))
+    mesh = experiments.voxel_mesh(keep.astype(np.float32))
     # occupied cells 2..7 span [-0.5 + 2/16, -0.5 + 8/16]; the 0.5 level lies on the cell faces
     assert np.allclose(mesh.bounds, [[-0.375] * 3, [0.0] * 3], atol=1e-6) and mesh.is_watertight
-    assert vg.mean_shape(torch.from_numpy(np.stack([grid, keep])), 3).shape == (3, 16, 16, 16)
+    assert experiments.mean_shape(torch.from_numpy(np.stack([grid, keep])), 3).shape == (3, 16, 16, 16)
 
 
 def test_vae_gan_training_reduces_reconstruction_error():
@@ -127,7 +128,7 @@ def test_vae_gan_training_reduces_reconstruction_error():
     model = vg.VoxelGAN(cfg)
     history = vg.fit(model, voxels, 40, images=images, progress=False)
     assert history.mean("recon", window=5) < 0.5 * history.mean("recon", first=True, window=5)
-    state = vg.pack_state(model)
+    state = experiments.pack_state(model)
     assert {k.split(".")[0] for k in state} == {"G", "D", "E"}
     assert model.reconstruct(images[:2]).shape == (2, 16, 16, 16)
 

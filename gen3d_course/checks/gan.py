@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..models import gans
+from ..models import gans, wgan
 from . import CheckFailure, _call_student, check_function, check_gradients_flow
 
 __all__ = [
@@ -155,7 +155,7 @@ def check_gan_step(fn) -> bool:
 
 def check_critic_loss(fn) -> bool:
     """``fn(real_scores, fake_scores)`` = E[f(G(z))] - E[f(x)] (to minimise)."""
-    check_function(fn, gans.critic_loss, _logit_pair, name="critic_loss")
+    check_function(fn, wgan.critic_loss, _logit_pair, name="critic_loss")
     return check_gradients_flow(fn, _logit_pair(torch.Generator().manual_seed(4)), name="critic_loss")
 
 
@@ -168,7 +168,7 @@ def check_clip_weights(fn) -> bool:
             for p in critic.parameters():
                 p.mul_(3.0)
         expected = copy.deepcopy(critic)
-        gans.clip_weights(expected, c)
+        wgan.clip_weights(expected, c)
         before = {k: id(p) for k, p in critic.named_parameters()}
         _call_student(fn, (critic, c), {}, name="clip_weights", call=f"clip_weights(critic, c={c})")
         for name, p in critic.named_parameters():
@@ -203,7 +203,7 @@ def check_gradient_penalty(fn) -> bool:
         alpha = torch.rand(n, 1, generator=g)
         call = f"gradient_penalty(critic, real=Tensor({n}, 2), fake=Tensor({n}, 2), alpha=Tensor({n}, 1))"
         critic.zero_grad()
-        expected = gans.gradient_penalty(critic, real, fake, alpha)
+        expected = wgan.gradient_penalty(critic, real, fake, alpha)
         expected.backward()
         ref_grads = {k: torch.zeros_like(p) if p.grad is None else p.grad.clone()
                      for k, p in critic.named_parameters()}  # the last bias gets none

@@ -15,7 +15,6 @@ from skimage import measure
 from ..config import WORLD
 
 
-
 def grid_nodes(res: int, bounds=WORLD) -> np.ndarray:
     """(res³, 3) float32 node coordinates in ``values[ix, iy, iz]`` order."""
     axis = np.linspace(bounds[0], bounds[1], res, dtype=np.float32)

@@ -1,7 +1,6 @@
-"""One module per model family (autoencoders, gans, voxel_gan, deepsdf, atlasnet, occnet, nerf,
-graf), each with its networks and losses.
+"""The methods, one module per family (autoencoders, gans, wgan, voxel_gan, deepsdf, atlasnet,
+occnet, nerf, graf): networks, losses and ``fit``, written like the paper's method section.
 
-A module that ships pretrained weights defines ``train_checkpoint() -> dict`` (returns the
-metrics it recorded): ``gen3d-course train NAME`` finds it by module name, runs it in the
-current run mode (``full`` for the shipped files) and it saves with ``checkpoints.save_checkpoint``.
+What the course does with a family (baselines, probes, evaluation, the shipped checkpoint) lives
+in ``gen3d_course.experiments`` under the same name.
 """

@@ -24,13 +24,6 @@ from torch import nn
 
 from ..train import train
 
-__all__ = [
-    "kl_divergence", "reparameterize", "reconstruction_error", "vae_loss",
-    "MLPEncoder", "MLPDecoder", "AutoEncoder", "VAE", "fit", "encode_mean", "decode_numpy",
-    "nearest_neighbour_mse",
-]
-
-
 # --- losses ------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Generative adversarial networks: networks, losses and Lipschitz constraints (units 02 and 03).
+"""Generative adversarial networks: networks, losses and one alternating update (unit 02).
 
 A GAN trains a generator G (noise z -> sample) against a discriminator D (sample -> "real?"
 logit). The minimax value is
@@ -7,10 +7,7 @@ logit). The minimax value is
 
 D ascends it, G descends it. For a fixed G the best D is D*(x) = p(x) / (p(x) + q(x)), and
 then V = 2·JS(p, q) - log 4: the original GAN minimises a Jensen-Shannon divergence.
-
-The Wasserstein GAN (unit 03) swaps the classifier for a *critic* f (no sigmoid) and the
-divergence for the earth mover's distance, W(p, q) = max over 1-Lipschitz f of
-E_p[f(x)] - E_q[f(x)], keeping f Lipschitz by weight clipping or by a gradient penalty.
+(The Wasserstein GAN of unit 03 is ``models.wgan``.)
 
 Contents
 - toy networks for 1D/2D data (``ToyGenerator``, ``ToyDiscriminator``). Both take an optional
@@ -18,31 +15,17 @@ Contents
   tensors, so K seeds train for the price of about one to two (Adam is element-wise, so the
   members never interact). Inputs are then (K, B, d) instead of (B, d);
 - an image DCGAN (``DCGenerator``, ``DCDiscriminator``) following Radford et al. (2016);
-- losses: ``discriminator_loss``, ``generator_loss`` (saturating / non-saturating),
-  ``critic_loss``, ``wgan_generator_loss``, ``gradient_penalty``, ``clip_weights``, ``mmd``;
-- one alternating update each: ``gan_step``, ``wgan_step``, ``infogan_step``;
-- ``minibatch_stddev`` (a remedy for mode collapse) and ``adain`` (StyleGAN's style input);
-- ``train_toy_gan``: a whole toy run (several seeds at once) for the lecture's comparisons.
+- losses: ``discriminator_loss``, ``generator_loss`` (saturating / non-saturating), ``mmd``;
+- one alternating update each: ``gan_step``, ``infogan_step``;
+- ``minibatch_stddev`` (a remedy for mode collapse) and ``adain`` (StyleGAN's style input).
 """
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..geometry.metrics import set_metrics
-
-__all__ = [
-    "EnsembleLinear", "ToyGenerator", "ToyDiscriminator", "minibatch_stddev",
-    "DCGenerator", "DCDiscriminator", "dcgan_init",
-    "discriminator_loss", "generator_loss", "critic_loss", "wgan_generator_loss",
-    "clip_weights", "gradient_penalty", "mmd", "gan_step", "wgan_step", "infogan_step",
-    "adain", "AdaIN", "train_toy_gan", "member_mode_statistics", "code_information",
-    "image_sample_metrics", "sample_images", "train_dcgan", "pretrained_dcgan", "train_checkpoint",
-]
 
 
 def _check_finite(x: torch.Tensor, name: str, fn: str) -> None:
@@ -283,51 +266,6 @@ def generator_loss(fake_logits: torch.Tensor, saturating: bool = False) -> torch
     return F.softplus(-fake_logits).mean()
 
 
-def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    """WGAN critic loss (to minimise): E[f(G(z))] - E[f(x)]. Its negative estimates W(p, q)."""
-    return fake_scores.mean() - real_scores.mean()
-
-
-def wgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
-    """WGAN generator loss: -E[f(G(z))] (G moves its samples up the critic's slope)."""
-    return -fake_scores.mean()
-
-
-@torch.no_grad()
-def clip_weights(critic: nn.Module, c: float = 0.01) -> None:
-    """Clamp every parameter of ``critic`` to [-c, c] in place (WGAN, Arjovsky et al. 2017).
-
-    Bounded weights bound the critic's Lipschitz constant (crudely: the bound is c-dependent and
-    loose), which is what makes E[f(x)] - E[f(G(z))] an EMD estimate up to a constant factor.
-    """
-    if c <= 0:
-        raise ValueError(f"clip_weights: the clip value c must be > 0, got {c}.")
-    for p in critic.parameters():
-        p.clamp_(-c, c)
-
-
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor,
-                     alpha: torch.Tensor | None = None) -> torch.Tensor:
-    """WGAN-GP's penalty E[(||grad_x f(x_hat)||_2 - 1)^2] (Gulrajani et al. 2017).
-
-    x_hat = alpha·real + (1 - alpha)·fake lies on straight lines between real and fake samples,
-    where the optimal critic has gradient norm 1. ``real``, ``fake``: (B, ...) with one sample
-    per row; ``alpha``: (B, 1, ..., 1) in [0, 1], drawn uniformly when None. The gradient is
-    built with ``create_graph=True`` so that the penalty itself can be back-propagated into the
-    critic's weights. The result is a scalar tensor.
-    """
-    if real.shape != fake.shape:
-        raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} "
-                         "must have the same shape.")
-    if alpha is None:
-        alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
-    x_hat = (alpha * real + (1 - alpha) * fake).detach().requires_grad_(True)
-    scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
-    return ((norms - 1) ** 2).mean()
-
-
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.05, 0.2, 1.0, 5.0)) -> torch.Tensor:
     """Squared maximum mean discrepancy with a sum of Gaussian kernels (biased V-statistic).
 
@@ -365,43 +303,6 @@ def gan_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor,
     g_loss.backward()
     opt_g.step()
     return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
-
-
-def _flat_critic(critic, shape):
-    """View an ensemble critic (K, B, d) as one taking rows (K·B, d), for the gradient penalty."""
-    return lambda rows: critic(rows.reshape(shape)).reshape(-1)
-
-
-def wgan_step(G, critic, opt_g, opt_c, real_batches, z_batches, z: torch.Tensor, *,
-              clip: float | None = None, gp_weight: float | None = None) -> dict[str, float]:
-    """One WGAN generator update preceded by ``len(real_batches)`` critic updates.
-
-    Critic loss E[f(G(z))] - E[f(x)] (+ gp_weight·gradient_penalty), then ``clip_weights`` if
-    ``clip`` is set; generator loss -E[f(G(z))]. Returns the last critic loss, its negative
-    without the penalty ("w_estimate", the progress signal) and the generator loss.
-    """
-    for real, zc in zip(real_batches, z_batches):
-        with torch.no_grad():
-            fake = G(zc)
-        opt_c.zero_grad(set_to_none=True)
-        w_loss = critic_loss(critic(real), critic(fake))
-        loss = w_loss
-        if gp_weight:
-            if real.ndim == 3:  # an ensemble: penalise each row of every member
-                penalty = gradient_penalty(_flat_critic(critic, real.shape), real.reshape(-1, real.shape[-1]),
-                                           fake.reshape(-1, fake.shape[-1]))
-            else:
-                penalty = gradient_penalty(critic, real, fake)
-            loss = loss + gp_weight * penalty
-        loss.backward()
-        opt_c.step()
-        if clip:
-            clip_weights(critic, clip)
-    opt_g.zero_grad(set_to_none=True)
-    g_loss = wgan_generator_loss(critic(G(z)))
-    g_loss.backward()
-    opt_g.step()
-    return {"c_loss": loss.item(), "w_estimate": -w_loss.item(), "g_loss": g_loss.item()}
 
 
 def infogan_step(G, D, opt_g, opt_d, real: torch.Tensor, z: torch.Tensor, codes: torch.Tensor,
@@ -476,136 +377,8 @@ class AdaIN(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# A whole toy run, several seeds at once
+# DCGAN on the rendered shape images
 # --------------------------------------------------------------------------------------------
-def member_mode_statistics(G, centers: torch.Tensor, std: float, n: int = 2000, min_count: int = 20,
-                           seed: int = 1234) -> list[dict]:
-    """``toy2d.mode_statistics`` for each member of a (possibly ensemble) toy generator.
-
-    A mode counts as covered when at least ``min_count`` of the ``n`` samples land on it with
-    high quality (1% by default, an eighth of a fair share on the 8-Gaussian ring), so a few
-    stray samples do not make a collapsed generator look diverse.
-    """
-    from ..data.toy2d import mode_statistics
-
-    with torch.no_grad():
-        samples = G(G.noise(n, torch.Generator(device=G.out.weight.device).manual_seed(seed)))
-    samples = samples if samples.ndim == 3 else samples[None]
-    return [mode_statistics(s, centers, std, min_count=min_count) for s in samples.cpu()]
-
-
-def code_information(G, centers: torch.Tensor, n_per_code: int = 250, seed: int = 1234) -> list[float]:
-    """How much an InfoGAN generator's code decides the mode: I(c; mode) / H(c), per member.
-
-    For each code value c, ``n_per_code`` samples G([z, onehot(c)]) are assigned to their nearest
-    centre; the mutual information between c and that mode, divided by H(c) = log(n_codes),
-    is 1 when each code picks its own mode and 0 when the code is ignored.
-    """
-    n_codes = G.n_codes
-    codes = torch.arange(n_codes).repeat_interleave(n_per_code)
-    with torch.no_grad():
-        z = G.noise(len(codes), torch.Generator().manual_seed(seed))[..., : G.latent_dim - n_codes]
-        onehot = F.one_hot(codes, n_codes).float().expand(*z.shape[:-1], n_codes)
-        x = G(torch.cat([z, onehot], dim=-1))
-    x = x if x.ndim == 3 else x[None]
-    scores = []
-    for samples in x:
-        modes = torch.cdist(samples, centers).argmin(dim=1)
-        joint = torch.zeros(n_codes, len(centers))
-        joint.index_put_((codes, modes), torch.ones(len(codes)), accumulate=True)
-        joint /= joint.sum()
-        outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
-        nz = joint > 0
-        scores.append(float((joint[nz] * (joint[nz] / outer[nz]).log()).sum() / math.log(n_codes)))
-    return scores
-
-
-def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, steps: int = 1000,
-                  lr: float = 1e-3, betas=(0.5, 0.999), batch: int = 256, latent_dim: int = 2,
-                  hidden: int = 128, depth: int = 3, n_critic: int = 5, clip: float = 0.01,
-                  gp_weight: float = 1.0, minibatch_std=False, saturating: bool = False,
-                  n_codes: int = 8, info_weight=1.0, seed: int = 0, log_every: int = 10,
-                  eval_every: int = 0, eval_fn=None, max_seconds: float | None = None, progress: bool = True, desc: str | None = None):
-    """Train ``members`` independent toy GANs (different seeds) on ``data`` (N, d) for ``steps``
-    generator updates; returns (G, D, history).
-
-    method: "gan" (one D step per G step, BCE), "wgan-clip" or "wgan-gp" (``n_critic`` critic
-    steps per G step), or "infogan" (a GAN whose generator also takes a categorical code of
-    ``n_codes`` values, as one-hot, and whose D has an extra Q head; see ``infogan_step``).
-    ``minibatch_std`` and ``info_weight`` may be given per member (a list of K values), to train
-    a variant and its baseline side by side. Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
-    every ``eval_every`` steps and at the end, and kept in ``history["eval"]`` as (step, value)
-    pairs. ``history.seconds`` is the wall time, ``history.ms_per_step`` the time per G step.
-    """
-    from ..train import train
-
-    if method not in ("gan", "wgan-clip", "wgan-gp", "infogan"):
-        raise ValueError(f"train_toy_gan: method {method!r} must be 'gan', 'wgan-clip', 'wgan-gp' "
-                         "or 'infogan'.")
-    data = torch.as_tensor(data, dtype=torch.float32)
-    if data.ndim != 2:
-        raise ValueError(f"train_toy_gan: data must be (N, d), got {tuple(data.shape)}.")
-    _check_finite(data, "data", "train_toy_gan")
-    torch.manual_seed(seed)
-    dim = data.shape[1]
-    info = method == "infogan"
-    G = ToyGenerator(latent_dim + n_codes * info, dim, hidden, depth, members)
-    D = ToyDiscriminator(dim, hidden, depth, members, minibatch_std=minibatch_std,
-                         outputs=1 + n_codes * info)
-    G.n_codes = n_codes if info else 0
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
-    rng = torch.Generator().manual_seed(seed + 1)
-
-    def real_batch():  # (K, B, d) for an ensemble, (B, d) for a single GAN
-        shape = (members, batch) if members > 1 else (batch,)
-        return data[torch.randint(len(data), shape, generator=rng)]
-
-    evals = []
-
-    def step(i):
-        if eval_fn is not None and eval_every and i % eval_every == 0:
-            evals.append((i, eval_fn(G)))
-        # losses are means over all members: each member's gradient is its own run's / K, which
-        # Adam's per-parameter normalisation cancels (up to its eps)
-        if method == "gan":
-            out = gan_step(G, D, opt_g, opt_d, real_batch(), G.noise(batch, rng), saturating)
-        elif info:
-            z = G.noise(batch, rng)[..., :latent_dim]
-            codes = torch.randint(n_codes, z.shape[:-1], generator=rng)
-            out = infogan_step(G, D, opt_g, opt_d, real_batch(), z, codes, n_codes, info_weight)
-        else:
-            k = n_critic
-            out = wgan_step(G, D, opt_g, opt_d, [real_batch() for _ in range(k)],
-                            [G.noise(batch, rng) for _ in range(k)], G.noise(batch, rng),
-                            clip=clip if method == "wgan-clip" else None,
-                            gp_weight=gp_weight if method == "wgan-gp" else None)
-        return out
-
-    label = desc or f"{method} x{members}"
-    start = time.perf_counter()
-    history = train(step, steps, desc=label, log_every=log_every, max_seconds=max_seconds,
-                    progress=progress)
-    if eval_fn is not None:
-        evals.append((history.steps[-1] + 1, eval_fn(G)))
-    history["eval"] = evals
-    history.ms_per_step = 1000 * (time.perf_counter() - start) / (history.steps[-1] + 1)
-    return G, D, history
-
-
-# --------------------------------------------------------------------------------------------
-# DCGAN on the rendered shape images: training, metrics, shipped checkpoint
-# --------------------------------------------------------------------------------------------
-def image_sample_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """``geometry.metrics.set_metrics`` (COV, MMD, 1-NNA) of generated vs reference images in
-    [0, 1], on RMS pixel distances: the numbers that judge 3D generators in unit 04, with
-    pixels instead of voxels."""
-    s, r = samples.flatten(1).float(), reference.flatten(1).float()
-    if s.shape[1] != r.shape[1]:
-        raise ValueError(f"image_sample_metrics: samples {tuple(samples.shape)} and reference "
-                         f"{tuple(reference.shape)} differ in image size.")
-    scale = math.sqrt(s.shape[1])
-    return set_metrics(torch.cdist(s, s) / scale, torch.cdist(r, r) / scale, torch.cdist(s, r) / scale)
 
 
 @torch.no_grad()
@@ -644,38 +417,3 @@ def train_dcgan(images: torch.Tensor, *, steps: int, latent_dim: int = 32, base:
 
     history = train(step, steps, desc="DCGAN", log_every=5, progress=progress, max_seconds=max_seconds)
     return G, D, history
-
-
-CHECKPOINT = "dcgan_shapes"
-
-
-def pretrained_dcgan() -> DCGenerator:
-    """The shipped DCGAN generator for 32x32 shaded shape renders (``gen3d-course train gans``)."""
-    from ..checkpoints import checkpoint_info, load_checkpoint
-
-    config = checkpoint_info(CHECKPOINT)["config"]
-    G = DCGenerator(config["latent_dim"], config["size"], 1, config["base"])
-    load_checkpoint(CHECKPOINT, G)
-    return G.eval()
-
-
-def train_checkpoint() -> dict:
-    """Train the shipped DCGAN (run with GEN3D_MODE=full): 500 renders, 32x32, shaded."""
-    from ..checkpoints import save_checkpoint
-    from ..config import budget
-    from ..data.images import shape_images
-
-    config = {"latent_dim": 32, "size": 32, "base": 16, "batch": 64, "lr": 5e-4,
-              "images": "shape_images(per_category=100, size=32, kind='shaded')",
-              "steps": budget(lecture=1500, fast=50, full=4000)}
-    images, _ = shape_images(per_category=100, size=32, kind="shaded")
-    G, _, history = train_dcgan(images, steps=config["steps"], latent_dim=32, base=16, batch=64,
-                                lr=5e-4, seed=0)
-    untrained = dcgan_init(DCGenerator(32, 32, 1, 16))
-    metrics = {k: round(v, 4) for k, v in image_sample_metrics(sample_images(G, 500), images).items()}
-    metrics.update({f"untrained_{k}": round(v, 4)
-                    for k, v in image_sample_metrics(sample_images(untrained, 500), images).items()})
-    metrics["train_seconds"] = round(history.seconds, 1)
-    save_checkpoint(CHECKPOINT, G, command="GEN3D_MODE=full gen3d-course train gans", seed=0,
-                    metrics=metrics, config=config)
-    return metrics

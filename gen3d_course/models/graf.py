@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,14 +42,17 @@ from torch import nn
 from .. import config
 from ..render.cameras import focal_from_fov, rays_through
 from ..render.encoding import encoding_size, positional_encoding
-from ..render.patches import (PoseDistribution, full_image_coordinates, patch_coordinates,
-                              sample_image_patches, sample_patch_pattern)
+from ..render.patches import (
+    PoseDistribution,
+    full_image_coordinates,
+    patch_coordinates,
+    sample_image_patches,
+    sample_patch_pattern,
+)
 from ..render.rays import render_rays
 from ..train import History, train
 from .gans import discriminator_loss, generator_loss
 from .nerf import relu_trunk, to_unit_cube
-
-CHECKPOINT = "graf"
 
 
 # ------------------------------------------------------------------ configuration
@@ -392,249 +393,3 @@ def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gam
     history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress)
     model.history.append(history)
     return history
-
-
-# ------------------------------------------------------------------ evaluation helpers
-def reprojection_error(rgb_a, depth_a, mask_a, c2w_a, rgb_b, depth_b, mask_b, c2w_b, focal: float,
-                       depth_tol: float = 0.05) -> dict:
-    """Multi-view consistency of two renders of one object: carry every pixel of view A to view B
-    through its depth and compare colours where B sees the same point.
-
-    rgb (3, H, W), depth (H, W) (distance along the unit ray), mask (H, W) bool (the object),
-    c2w (4, 4). A pixel of A lands on the world point p = o_A + t·d_A; in B's camera frame
-    (x, y, z) = R_Bᵀ(p − o_B) it projects to u = W/2 + f·x/(−z), v = H/2 − f·y/(−z). It counts
-    as visible when it lands inside B's image, inside B's object (all four pixels around it are
-    object pixels, so no background colour is mixed in), and B's depth there matches
-    ‖p − o_B‖ within ``depth_tol`` (not hidden). Returns {"error": mean |c_A − c_B(u, v)| over
-    visible pixels and channels, "visible": their share of A's object pixels}.
-    """
-    from ..render.cameras import pixel_rays
-
-    H, W = depth_a.shape
-    origins, dirs = pixel_rays(c2w_a, W, H, focal)
-    p = (origins + depth_a[..., None] * dirs)[mask_a]  # (M, 3)
-    colours_a = rgb_a.permute(1, 2, 0)[mask_a]
-    R, o_b = c2w_b[:3, :3], c2w_b[:3, 3]
-    cam = (p - o_b) @ R
-    z = -cam[:, 2].clamp_max(-1e-6)
-    u = W / 2 + focal * cam[:, 0] / z
-    v = H / 2 - focal * cam[:, 1] / z
-    grid = torch.stack([2 * u / W - 1, 2 * v / H - 1], -1)[None, None]  # (1, 1, M, 2)
-
-    def read(image, mode="bilinear"):
-        return F.grid_sample(image[None].float(), grid, mode=mode, align_corners=False)[0, :, 0]
-
-    colours_b = read(rgb_b).T
-    depth_seen = read(depth_b[None], "nearest")[0]
-    on_object = read(mask_b[None].float())[0] > 0.99  # all four neighbours: no background mixed in
-    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    visible = inside & on_object & ((depth_seen - (p - o_b).norm(dim=-1)).abs() < depth_tol)
-    if not visible.any():
-        return {"error": float("nan"), "visible": 0.0}
-    error = (colours_a[visible] - colours_b[visible]).abs().mean()
-    return {"error": float(error), "visible": float(visible.float().mean())}
-
-
-def _pair_errors(views: list, poses, focal: float) -> dict:
-    """Mean reprojection error of view k into view k + 1 (renders as dicts of tensors)."""
-    errors, visible = [], []
-    for k in range(len(views) - 1):
-        a, b = views[k], views[k + 1]
-        out = reprojection_error(a["rgb"], a["depth"], a["mask"], poses[k], b["rgb"], b["depth"], b["mask"],
-                                 poses[k + 1], focal)
-        if out["visible"] > 0:
-            errors.append(out["error"])
-            visible.append(out["visible"])
-    return {"error": float(np.mean(errors)) if errors else float("nan"),
-            "visible": float(np.mean(visible)) if visible else 0.0}
-
-
-def generated_consistency(G: Generator, z_shape, z_app, step_deg: float = 30.0, n_views: int = 6,
-                          elevation: float = 25.0, size: int | None = None, swap_every: bool = False) -> dict:
-    """Reprojection error between neighbouring views (``step_deg`` apart) of generated objects.
-
-    ``z_shape``/``z_app`` (n, ·): n objects. ``swap_every=True`` renders every second view with
-    the *next* object's codes — a stand-in for a generator whose content drifts with the view
-    (HoloGAN's failure), which the measure must flag.
-    """
-    size = G.cfg.image_size if size is None else size
-    focal = G.cfg.focal * size / G.cfg.image_size
-    angles = torch.stack([torch.arange(n_views) * step_deg, torch.full((n_views,), float(elevation))], 1)
-    poses = G.poses.poses(angles)
-    errors = []
-    for i in range(len(z_shape)):
-        j = [(i + (k % 2 if swap_every else 0)) % len(z_shape) for k in range(n_views)]
-        out = G.render(z_shape[j], z_app[j], poses, size)
-        views = [{"rgb": out["images"][k], "depth": out["depth"][k], "mask": out["acc"][k] > 0.5}
-                 for k in range(n_views)]
-        errors.append(_pair_errors(views, poses, focal))
-    return {"error": float(np.nanmean([e["error"] for e in errors])),
-            "visible": float(np.mean([e["visible"] for e in errors]))}
-
-
-@torch.no_grad()
-def view_dependence(G: Generator, z_shape, z_app, step_deg: float = 30.0, elevation: float = 25.0) -> float:
-    """How much the generated colour depends on the viewing direction alone: render each object
-    from azimuth 0, lift its object pixels to their expected surface points p, and evaluate the
-    field's colour there along the ray of that view, d_A, and along the ray from a camera
-    ``step_deg`` further round, d_B: mean |c(p, d_A; z) − c(p, d_B; z)|. Zero for a Lambertian
-    field; the data here is Lambertian, but a discriminator that sees one view at a time
-    cannot punish a generator that recolours an object as the camera moves."""
-    from ..render.cameras import pixel_rays
-
-    size, differences = G.cfg.image_size, []
-    pose_a = G.poses.pose(0.0, elevation)
-    eye_b = G.poses.pose(step_deg, elevation)[:3, 3]
-    out = G.render(z_shape, z_app, pose_a[None], size)
-    origins, dirs = pixel_rays(pose_a, size, size, G.cfg.focal)
-    for i in range(len(z_shape)):
-        mask = out["acc"][i] > 0.5
-        if not mask.any():
-            continue
-        p = (origins + out["depth"][i][..., None] * dirs)[mask][None]
-        d_a = dirs[mask][None]
-        d_b = F.normalize(p - eye_b, dim=-1)
-        _, c_a = G.field(p, d_a, z_shape[i:i + 1], z_app[i:i + 1])
-        _, c_b = G.field(p, d_b, z_shape[i:i + 1], z_app[i:i + 1])
-        differences.append(float((c_a - c_b).abs().mean()))
-    return float(np.mean(differences)) if differences else float("nan")
-
-
-def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 30.0, n_views: int = 6,
-                     elevation: float = 25.0, size: int = 32, poses: PoseDistribution | None = None,
-                     fov_deg: float = 40.0) -> dict:
-    """The same measure on exact sphere-traced renders of real shapes (one colour each): the floor
-    that resampling a 32×32 image sets for a perfectly consistent object."""
-    from ..data.graf_images import LIGHT, random_colors
-    from ..data.shapes import make_shape
-    from ..render.sphere_tracing import render_rgba
-
-    poses = GRAFConfig().poses if poses is None else poses
-    focal = float(focal_from_fov(size, fov_deg))
-    angles = [(k * step_deg, elevation) for k in range(n_views)]
-    c2w = poses.poses(angles)
-    colors = random_colors(len(list(seeds)), seed=99)
-    errors = []
-    for colour, seed in zip(colors, seeds):
-        views = []
-        for pose in c2w:
-            r = render_rgba(make_shape(category, seed), colour, pose, size, size, focal, light=LIGHT)
-            rgb = torch.from_numpy(r["rgb"]).permute(2, 0, 1)
-            alpha = torch.from_numpy(r["alpha"])
-            views.append({"rgb": alpha * rgb + (1 - alpha), "depth": torch.from_numpy(r["depth"]),
-                          "mask": alpha > 0.5})
-        errors.append(_pair_errors(views, c2w, focal))
-    return {"error": float(np.nanmean([e["error"] for e in errors])),
-            "visible": float(np.mean([e["visible"] for e in errors]))}
-
-
-def orbit(G: Generator, z_shape, z_app, n: int = 8, elevation: float = 25.0, size: int | None = None):
-    """The same object (codes (1, ·)) from ``n`` azimuths 0 … 360° at one elevation: ``render``'s
-    dict for the n views, plus "angles" (n, 2)."""
-    angles = torch.stack([torch.linspace(0, 360, n + 1)[:-1], torch.full((n,), float(elevation))], 1)
-    out = G.render(z_shape.expand(n, -1), z_app.expand(n, -1), G.poses.poses(angles), size)
-    out["angles"] = angles
-    return out
-
-
-def image_renderer(G: Generator, size: int = 64, z_shape0=None, z_app0=None):
-    """``render(azimuth, elevation, **codes) -> (H, W, 3)`` for ``viz.image_sliders``.
-
-    Keyword arguments ``zs0``, ``zs1``, … and ``za0``, … replace entries of the base codes
-    ``z_shape0`` / ``z_app0`` (default zeros: the "mean" object).
-    """
-    cfg = G.cfg
-    zs = torch.zeros(1, cfg.z_shape) if z_shape0 is None else torch.as_tensor(z_shape0).reshape(1, -1).clone()
-    za = torch.zeros(1, cfg.z_app) if z_app0 is None else torch.as_tensor(z_app0).reshape(1, -1).clone()
-
-    def render(azimuth: float = 30.0, elevation: float = 25.0, **codes):
-        z_s, z_a = zs.clone(), za.clone()
-        for name, value in codes.items():
-            target, index = (z_s, int(name[2:])) if name.startswith("zs") else (z_a, int(name[2:]))
-            target[0, index] = float(value)
-        out = G.render(z_s, z_a, G.poses.pose(azimuth, elevation)[None], size)
-        return out["images"][0].permute(1, 2, 0)
-
-    return render
-
-
-def quality(G: Generator, real: torch.Tensor, seed: int = 0) -> dict:
-    """Image quality of G against ``real`` (N, 3, H, W): pyramid sliced Wasserstein distance
-    (``geometry.image_metrics.pyramid_swd``, ×10³) and mean object coverage (share of pixels
-    that differ from the white background), for N samples from random cameras."""
-    from ..geometry.image_metrics import foreground_fraction, pyramid_swd
-
-    fake = G.sample(len(real), seed=seed)["images"]
-    swd = pyramid_swd(fake, real, seed=seed)
-    return {"swd": swd["mean"], "swd_levels": swd["levels"],
-            "coverage_fake": float(foreground_fraction(fake).mean()),
-            "coverage_real": float(foreground_fraction(real).mean())}
-
-
-# ------------------------------------------------------------------ shipped checkpoint
-CHECKPOINT_TRAIN = dict(n_images=1000, steps=8000, batch=8, r1_gamma=1.0, final_scale=0.5,
-                        anneal_rate=0.002, ema_beta=0.99, lr_g=1e-3, lr_d=4e-4, seed=0,
-                        max_seconds=2700, chunks=20)
-
-
-def load_pretrained() -> Generator:
-    """The shipped generator (moving-average weights), in eval mode."""
-    from ..checkpoints import checkpoint_info, load_checkpoint
-
-    info = checkpoint_info(CHECKPOINT)
-    cfg = GRAFConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"]["model"].items()})
-    G = Generator(cfg)
-    load_checkpoint(CHECKPOINT, G)
-    return G.eval().requires_grad_(False)
-
-
-def train_checkpoint() -> dict:
-    """``GEN3D_MODE=full gen3d-course train graf``: train on chair renders, ship the averaged G.
-
-    Trains in chunks; after each, the pyramid SWD to 128 held-out images is recorded (the curve
-    in the manifest) and the checkpoint is saved, so a run stopped early still leaves weights.
-    Stops after ``steps`` or ``max_seconds`` of training, whichever comes first.
-    """
-    from ..checkpoints import save_checkpoint
-    from ..data.graf_images import graf_images
-    from ..geometry.image_metrics import pyramid_swd
-
-    torch.set_num_threads(1)
-    config.seed_everything(0)
-    t = dict(CHECKPOINT_TRAIN)
-    t["n_images"] = config.budget(lecture=200, fast=32, full=t["n_images"])
-    t["steps"] = config.budget(lecture=150, fast=15, full=t["steps"])
-    cfg = GRAFConfig()
-    start = time.perf_counter()
-    data = graf_images(t["n_images"], cfg.image_size, "chair", seed=0, poses=cfg.poses, fov_deg=cfg.fov_deg)
-    held_out = graf_images(256, cfg.image_size, "chair", seed=1, poses=cfg.poses, fov_deg=cfg.fov_deg)
-    render_seconds = time.perf_counter() - start
-    model = GRAF.create(cfg, t["lr_g"], t["lr_d"], seed=t["seed"])
-    untrained = copy.deepcopy(model.G_ema)
-    real_vs_real = pyramid_swd(data.images[:256], held_out.images, seed=0)["mean"]
-    curve, seconds, metrics = [], 0.0, {}
-    per_chunk = max(t["steps"] // t["chunks"], 1)
-    while model.steps_done < t["steps"] and seconds < t["max_seconds"]:
-        history = fit(model, data.images, min(per_chunk, t["steps"] - model.steps_done), batch=t["batch"],
-                      r1_gamma=t["r1_gamma"], final_scale=t["final_scale"], anneal_rate=t["anneal_rate"],
-                      ema_beta=t["ema_beta"], seed=t["seed"], max_seconds=t["max_seconds"] - seconds,
-                      desc="graf checkpoint")
-        seconds += history.seconds
-        swd = quality(model.G_ema, held_out.images[:128])["swd"]
-        curve.append((model.steps_done, round(seconds, 1), round(swd, 1)))
-        print(f"graf checkpoint: step {model.steps_done}, {seconds:.0f} s, SWD(128 held-out) {swd:.1f}", flush=True)
-        metrics = {"steps": model.steps_done, "train_seconds": round(seconds, 1),
-                   "render_seconds": round(render_seconds, 1), "curve_steps_seconds_swd": curve}
-        save_checkpoint(CHECKPOINT, model.G_ema, command="GEN3D_MODE=full gen3d-course train graf",
-                        seed=0, metrics=metrics, config={"model": asdict(cfg), "train": t,
-                                                         "data": "graf_images(n_images, 32, 'chair', seed=0)"})
-    trained_q, untrained_q = quality(model.G_ema, held_out.images), quality(untrained, held_out.images)
-    metrics.update({"swd_x1e3": round(trained_q["swd"], 2), "swd_untrained_x1e3": round(untrained_q["swd"], 2),
-                    "swd_real_vs_real_x1e3": round(real_vs_real, 2),
-                    "coverage_fake": round(trained_q["coverage_fake"], 4),
-                    "coverage_real": round(trained_q["coverage_real"], 4),
-                    "wall_seconds": round(time.perf_counter() - start, 1)})
-    save_checkpoint(CHECKPOINT, model.G_ema, command="GEN3D_MODE=full gen3d-course train graf", seed=0,
-                    metrics=metrics, config={"model": asdict(cfg), "train": t,
-                                             "data": "graf_images(n_images, 32, 'chair', seed=0)"})
-    return metrics

@@ -19,7 +19,8 @@ Two fields share one interface, ``field(points (N, 3), directions (N, 3)) → (�
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch
@@ -27,14 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import config
-from ..data.scenes import DEFAULT_FOV, DEFAULT_RADIUS, LOOK_AT, Views
+from ..data.scenes import Views
 from ..geometry.extract import extract_mesh
 from ..geometry.metrics import psnr
-from ..render.cameras import focal_from_fov, pose_from_angles
 from ..render.encoding import PositionalEncoding
 from ..render.rays import render_image, render_rays
 from ..train import History, train
-
 
 
 def to_unit_cube(points: torch.Tensor, bounds) -> torch.Tensor:
@@ -313,57 +312,3 @@ def density_mesh(field, level: float = 100.0, res: int = 64, bounds=config.WORLD
             return -module.density(torch.from_numpy(points))
 
     return extract_mesh(negative_density, res=res, level=-level, bounds=bounds)
-
-
-def orbit_renderer(field, size: int = 64, focal: float | None = None, background=(1.0, 1.0, 1.0),
-                   radius: float | None = None, **render_kw):
-    """``render(azimuth, elevation) -> [rgb (H, W, 3), depth image (H, W)]`` for a camera on the
-    scene's orbit around ``data.scenes.LOOK_AT``, ready for ``viz.image_sliders``.
-
-    The depth image shows the expected depth, near = bright, over ±0.8 around the orbit radius,
-    and black where the accumulated opacity is below one half.
-    """
-    focal = focal_from_fov(size, DEFAULT_FOV) if focal is None else focal
-    radius = DEFAULT_RADIUS if radius is None else radius
-
-    def render(azimuth: float, elevation: float):
-        out = render_image(field, pose_from_angles(azimuth, elevation, radius, LOOK_AT), size, size, focal,
-                           background=background, **render_kw)
-        shade = ((radius + 0.8 - out["depth"]) / 1.6).clamp(0, 1)
-        return [out["rgb"].clamp(0, 1), torch.where(out["acc"] > 0.5, shade, torch.zeros(()))]
-
-    return render
-
-
-# The shipped checkpoint: the lecture's MLP with hierarchical sampling, on more views and for
-# longer than a lecture cell allows.
-CHECKPOINT_CONFIG = dict(width=64, depth=4, pos_freqs=6, dir_freqs=4)
-CHECKPOINT_DATA = dict(n_train=60, n_test=8, size=64, seed=0)
-CHECKPOINT_RENDER = dict(n_samples=32, n_importance=32)
-# The orbit slider takes half the fine samples: on the held-out views 26.80 dB against 26.85,
-# and a 64² move takes 0.38 s instead of 0.58 s on one thread.
-ORBIT_RENDER = dict(n_samples=32, n_importance=16)
-
-
-def train_checkpoint() -> dict:
-    """``gen3d-course train nerf``: train ``NeRF(**CHECKPOINT_CONFIG)`` and ship it as nerf.pt."""
-    from ..checkpoints import save_checkpoint
-    from ..data.scenes import scene_views
-
-    torch.set_num_threads(1)
-    config.seed_everything(0)
-    views = scene_views(**CHECKPOINT_DATA)
-    steps = config.budget(lecture=1000, fast=20, full=3000)
-    model = NeRF(**CHECKPOINT_CONFIG)
-    start = time.perf_counter()
-    result = fit(model, views["train"], views["test"], steps=steps, batch_rays=1024, lr=5e-3,
-                 lr_decay=0.1, eval_every=max(steps // 6, 1), desc="nerf checkpoint",
-                 **CHECKPOINT_RENDER)
-    metrics = {"heldout_psnr_db": round(result.final_psnr, 2), "steps": steps,
-               "train_seconds": round(result.seconds[-1], 1),
-               "wall_seconds": round(time.perf_counter() - start, 1),
-               "curve_seconds_step_psnr": [[round(s, 1), k, round(p, 2)] for s, k, p in result.curve]}
-    save_checkpoint("nerf", model, command=f"GEN3D_MODE={config.mode()} gen3d-course train nerf", seed=0,
-                    metrics=metrics, config={**CHECKPOINT_CONFIG, **CHECKPOINT_RENDER,
-                                             "data": CHECKPOINT_DATA, "batch_rays": 1024, "lr": 5e-3})
-    return metrics

@@ -18,7 +18,6 @@ import torch
 from ..config import WORLD
 
 
-
 def points_along_rays(origins: torch.Tensor, directions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """r(t) = o + t·d for rays (R, 3) and depths (R, S) → points (R, S, 3)."""
     if origins.shape != directions.shape or origins.shape[-1] != 3 or t.shape[:-1] != origins.shape[:-1]:
