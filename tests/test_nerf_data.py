@@ -13,7 +13,7 @@ from gen3d_course.data.nerf_formats import (
     load_tiny_nerf,
     save_blender,
 )
-from gen3d_course.data.scenes import Scene, Views, render_views, scene_views
+from gen3d_course.data.scenes import Scene, Views, render_scene_views, scene_views
 from gen3d_course.render.cameras import pose_from_angles
 
 torch.set_num_threads(1)
@@ -160,18 +160,6 @@ def test_opencv_conversion_is_reexported():
     assert np.allclose(nerf_formats.opencv_to_opengl(pose), np.diag([1.0, -1.0, -1.0, 1.0]))
 
 
-def test_render_views_accepts_shading_options():
-    v = render_views(Scene(), pose_from_angles(30.0, 30.0)[None], size=8, specular=0.3)
+def test_render_scene_views_accepts_shading_options():
+    v = render_scene_views(Scene(), pose_from_angles(30.0, 30.0)[None], size=8, specular=0.3)
     assert v.rgba.shape == (1, 8, 8, 4)
-
-
-def test_category_views_for_3d_aware_gans():
-    from gen3d_course.data.scenes import category_views
-
-    v = category_views("chair", n=3, size=16, seed=5)
-    assert v.rgba.shape == (3, 16, 16, 4) and v.names == ["chair/5", "chair/6", "chair/7"]
-    assert (v.alpha.mean((1, 2)) > 0.05).all()  # every image shows its object
-    colours = [v.rgba[k][v.alpha[k] > 0][:, :3].mean(0) for k in range(3)]
-    assert (colours[0] - colours[1]).abs().max() > 0.02  # random colours per instance
-    elevation = torch.rad2deg(torch.asin(v.poses[:, 1, 3] / v.poses[:, :3, 3].norm(dim=1)))
-    assert ((elevation >= 10 - 1e-3) & (elevation <= 40 + 1e-3)).all()

@@ -71,3 +71,11 @@ def test_opencv_to_opengl_projects_consistently():
 def test_pose_from_angles():
     c2w = pose_from_angles(90.0, 0.0, radius=2.0, target=(0, 0, 0))
     assert torch.allclose(c2w[:3, 3], torch.tensor([2.0, 0.0, 0.0]), atol=1e-6)
+
+
+def test_orbit_poses_are_poses_from_evenly_spaced_angles():
+    target = (0.1, -0.2, 0.0)
+    orbit = orbit_poses(5, radius=2.0, elevation_deg=25.0, start_deg=10.0, target=target)
+    for k, c2w in enumerate(orbit):
+        assert torch.allclose(c2w, pose_from_angles(10.0 + 72.0 * k, 25.0, 2.0, target), atol=1e-6)
+        assert torch.isclose((c2w[:3, 3] - torch.tensor(target)).norm(), torch.tensor(2.0))

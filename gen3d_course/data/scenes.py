@@ -235,7 +235,7 @@ def camera_poses(n: int, seed: int = 0, radius: float = DEFAULT_RADIUS,
     return torch.stack([pose_from_angles(a, e, radius, LOOK_AT) for a, e in zip(azimuth, elevation)])
 
 
-def render_views(scene: Scene, poses, size: int = 64, fov_deg: float = DEFAULT_FOV,
+def render_scene_views(scene: Scene, poses, size: int = 64, fov_deg: float = DEFAULT_FOV,
                  background=(1.0, 1.0, 1.0), **shading) -> Views:
     """Render ``scene`` from every pose into a ``Views`` set (with ground-truth depth)."""
     focal = focal_from_fov(size, fov_deg)
@@ -261,33 +261,6 @@ def scene_views(n_train: int = 40, n_test: int = 8, size: int = 64, seed: int = 
     train = camera_poses(n_train, seed=seed, radius=radius)
     test = camera_poses(n_test, seed=seed + 1, radius=radius, azimuth_offset=17.0 + 7.0 * seed)
     return {
-        "train": render_views(scene, train, size, fov_deg, background, **shading),
-        "test": render_views(scene, test, size, fov_deg, background, **shading),
+        "train": render_scene_views(scene, train, size, fov_deg, background, **shading),
+        "test": render_scene_views(scene, test, size, fov_deg, background, **shading),
     }
-
-
-def category_views(category: str = "chair", n: int = 64, size: int = 32, seed: int = 0,
-                   elevation_range=(10.0, 40.0), radius: float = 1.6, fov_deg: float = DEFAULT_FOV,
-                   background=(1.0, 1.0, 1.0), **shading) -> Views:
-    """An image collection of one category for 3D-aware GANs (GRAF): image k shows shape
-    instance ``seed + k`` of ``category`` in a random colour, from a random camera on the sphere
-    cap (azimuth uniform, elevation in ``elevation_range``) looking at the origin.
-
-    Poses are returned too (a GAN does not use them, but they let a notebook check that the
-    camera distribution of its generator matches the data's). ``names`` hold "category/seed".
-    """
-    rng = np.random.default_rng([seed, 9])
-    focal = focal_from_fov(size, fov_deg)
-    lo, hi = elevation_range
-    rgba, poses, depth, names = [], [], [], []
-    for k in range(n):
-        shape = make_shape(category, seed + k)
-        color = rng.uniform(0.15, 0.95, 3)
-        pose = pose_from_angles(rng.uniform(0.0, 360.0), rng.uniform(lo, hi), radius)
-        view = render_rgba(shape, color, pose, size, size, focal, **shading)
-        rgba.append(np.concatenate([view["rgb"], view["alpha"][..., None]], axis=-1))
-        poses.append(pose)
-        depth.append(view["depth"])
-        names.append(f"{category}/{seed + k}")
-    return Views(torch.from_numpy(np.stack(rgba)), torch.stack(poses), focal, background,
-                 depth=torch.from_numpy(np.stack(depth)), names=names)

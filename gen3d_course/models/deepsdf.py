@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import trimesh
 
 from .. import config
 from ..data import samples
@@ -229,8 +230,6 @@ def sdf_samples_from_mesh(mesh_shape, n: int = 4096, seed: int = 0, near_fractio
     own triangles: ``sdf_samples`` would first mesh the shape through a 64³ grid of its SDF,
     and a winding-number SDF costs about 2,000 points per second per 5,000 faces.
     """
-    import trimesh
-
     rng = np.random.default_rng(seed)
     n_near = int(round(n * near_fraction))
     surface, _ = trimesh.sample.sample_surface(mesh_shape.mesh, n_near, seed=seed)
@@ -426,8 +425,6 @@ def reconstruct(decoder: SDFDecoder, z, res: int = 64, narrow_band: bool = True)
 
 def mesh_decoder(decoder: SDFDecoder, res: int = 64):
     """``decode(z) -> trimesh`` for the latent widgets; an empty mesh when nothing is inside."""
-    import trimesh
-
     def decode(z):
         values, _ = sdf_grid(decoder, z, res)
         if values.min() >= 0 or values.max() <= 0:

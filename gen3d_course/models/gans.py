@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train import train
+
 
 def _check_finite(x: torch.Tensor, name: str, fn: str) -> None:
     if not torch.isfinite(x).all():
@@ -397,8 +399,6 @@ def train_dcgan(images: torch.Tensor, *, steps: int, latent_dim: int = 32, base:
     """Train a DCGAN on ``images`` (N, C, H, W) in [0, 1]; returns (G, D, history).
 
     Adam with beta1 = 0.5 and the DCGAN initialisation, one D step per G step (``gan_step``)."""
-    from ..train import train
-
     if images.ndim != 4:
         raise ValueError(f"train_dcgan: images must be (N, C, H, W), got {tuple(images.shape)}.")
     _check_finite(images, "images", "train_dcgan")

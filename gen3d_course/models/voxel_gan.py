@@ -31,6 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.images import shape_images
+from ..data.samples import voxelize
+from ..data.shapes import CATEGORIES, make_shape
+from ..train import train
 from .autoencoders import kl_divergence, reparameterize
 from .gans import discriminator_loss, generator_loss
 
@@ -416,8 +420,6 @@ def fit(model: VoxelGAN, voxels: torch.Tensor, steps: int, images: torch.Tensor 
     Returns the :class:`gen3d_course.train.History`. ``callback(i)`` runs every
     ``callback_every`` steps (e.g. to save samples for a "samples improving" figure).
     """
-    from ..train import train
-
     device = model.device
     data = torch.as_tensor(voxels).float()
     if data.ndim != 4:
@@ -449,9 +451,6 @@ def fit(model: VoxelGAN, voxels: torch.Tensor, steps: int, images: torch.Tensor 
 def voxel_dataset(per_category: int, res: int = 32, start_seed: int = 0, categories=None):
     """(voxels (N, res, res, res) bool tensor, labels (N,) int64) from the shape collection,
     category-major, seeds start_seed .. start_seed + per_category - 1."""
-    from ..data.samples import voxelize
-    from ..data.shapes import CATEGORIES, make_shape
-
     categories = categories or CATEGORIES
     grids, labels = [], []
     for label, category in enumerate(categories):
@@ -463,6 +462,4 @@ def voxel_dataset(per_category: int, res: int = 32, start_seed: int = 0, categor
 
 def image_dataset(per_category: int, size: int = 32, start_seed: int = 0):
     """Rendered shaded views (N, 1, size, size) of the same shapes as :func:`voxel_dataset`."""
-    from ..data.images import shape_images
-
     return shape_images(per_category=per_category, size=size, kind="shaded", start_seed=start_seed)
