@@ -17,6 +17,7 @@ import torch
 
 MODES = ("fast", "lecture", "full")
 MODE_VARIABLE = "GEN3D_MODE"
+DEVICE_VARIABLE = "GEN3D_DEVICE"
 # The world every shape, scene and field lives in: the cube [-0.5, 0.5]³ (y up). Grids, ray
 # boxes and plots default to it; a real scene with a larger box passes its own bounds.
 WORLD = (-0.5, 0.5)
@@ -52,7 +53,9 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The fastest available device: cuda > mps > cpu (or ``prefer`` if given and available)."""
+    """The fastest available device: cuda > mps > cpu, or ``prefer`` if given, or the environment
+    variable ``GEN3D_DEVICE`` (e.g. ``cpu``, to train on the CPU on a GPU machine)."""
+    prefer = os.environ.get(DEVICE_VARIABLE) or None if prefer is None else prefer
     if prefer is not None:
         device = torch.device(prefer)
         if device.type == "cuda" and not torch.cuda.is_available():

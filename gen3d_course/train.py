@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Callable
 
+import torch
 from tqdm.auto import tqdm
+
+from . import config
 
 
 class History(dict):
@@ -74,3 +78,24 @@ def train(step: Callable[[int], dict | float], steps: int, *, desc: str = "train
     if checkpoint is not None:
         checkpoint(history.steps[-1] if history.steps else 0)
     return history
+
+
+@contextmanager
+def on_device(*modules: torch.nn.Module, device=None):
+    """Train on the fastest device, then hand the modules back where they were.
+
+    ``with on_device(model) as device:`` moves ``model`` to ``device`` (default
+    ``config.pick_device()``: cuda > mps > cpu) and yields it, so the loop can move each batch
+    there; on exit the modules return to the device they came from, so a notebook's later cells
+    keep using CPU tensors. Batches should be drawn on the CPU (with a CPU generator) and moved,
+    which keeps every run on a CPU bit for bit what it was.
+    """
+    homes = [next(m.parameters()).device for m in modules]
+    target = config.pick_device(device)
+    for m in modules:
+        m.to(target)
+    try:
+        yield target
+    finally:
+        for m, home in zip(modules, homes):
+            m.to(home)
