@@ -67,7 +67,7 @@ from pathlib import Path
 
 import nbformat
 
-from .assign import RAISES_TAG, AssignError, questions
+from .assign import AssignError, RAISES_TAG, questions
 
 FIELDS = ("student", "unit", "question", "points", "max", "status", "message")
 NOTEBOOK_ROW = "(notebook)"  # not a valid question id, so it can never clash with one

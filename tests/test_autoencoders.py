@@ -9,11 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gen3d_course.checks import CheckFailure
-from gen3d_course.checks.vae import (
-    check_kl_divergence,
-    check_reparameterize,
-    check_vae_loss,
-)
+from gen3d_course.checks.vae import check_kl_divergence, check_reparameterize, check_vae_loss
 from gen3d_course.data import samples
 from gen3d_course.data.images import digits
 from gen3d_course.geometry.extract import voxel_mesh

@@ -2,16 +2,10 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gen3d_course.data.sdf import Sphere
-from gen3d_course.geometry.extract import (
-    evaluate_grid,
-    extract_mesh,
-    grid_nodes,
-    marching_cubes,
-)
+from gen3d_course.geometry.extract import evaluate_grid, extract_mesh, grid_nodes, marching_cubes
 
 
 @given(radius=st.floats(0.1, 0.4), cx=st.floats(-0.05, 0.05), res=st.sampled_from([24, 32, 48]))

@@ -15,18 +15,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from gen3d_course import grade as grader
 from gen3d_course.assign import make_assignment
 from gen3d_course.cli import main
-from gen3d_course.grade import (
-    NOTEBOOK_ROW,
-    GradeError,
-    Run,
-    csv_text,
-    grade,
-    load_unit,
-    parse_hidden,
-    prepare,
-    remove_stale_runs,
-    write_atomic,
-)
+from gen3d_course.grade import (NOTEBOOK_ROW, GradeError, Run, csv_text, grade, load_unit,
+                                parse_hidden, prepare, remove_stale_runs, write_atomic)
 
 UNIT = "07_toy.ipynb"
 MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it

@@ -10,13 +10,8 @@ import torch
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import graf as checks
 from gen3d_course.experiments import graf as experiments
-from gen3d_course.geometry.image_metrics import (
-    foreground_fraction,
-    laplacian_pyramid,
-    pyramid_swd,
-    random_patches,
-    sliced_wasserstein,
-)
+from gen3d_course.geometry.image_metrics import (foreground_fraction, laplacian_pyramid, pyramid_swd,
+                                                 random_patches, sliced_wasserstein)
 from gen3d_course.models import graf
 from gen3d_course.render import cameras, patches
 from gen3d_course.render.encoding import positional_encoding

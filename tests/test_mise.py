@@ -3,21 +3,13 @@ exactly "the cells whose corners disagree"."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gen3d_course.data.sdf import Box, Capsule, Sphere
 from gen3d_course.data.shapes import make_shape
 from gen3d_course.geometry.extract import evaluate_grid, marching_cubes
-from gen3d_course.geometry.mise import (
-    boundary_cells,
-    final_resolution,
-    grid_iou,
-    mesh_agreement,
-    mise,
-    mise_grid,
-    upsample2,
-)
+from gen3d_course.geometry.mise import (boundary_cells, final_resolution, grid_iou, mesh_agreement,
+                                        mise, mise_grid, upsample2)
 
 
 class Counting:

@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from gen3d_course.data import nerf_formats
-from gen3d_course.data.nerf_formats import (
-    NerfFormatError,
-    load_blender,
-    load_blender_splits,
-    load_tiny_nerf,
-    save_blender,
-)
+from gen3d_course.data.nerf_formats import (NerfFormatError, load_blender, load_blender_splits,
+                                            load_tiny_nerf, save_blender)
 from gen3d_course.data.scenes import Scene, Views, render_scene_views, scene_views
 from gen3d_course.render.cameras import pose_from_angles
 

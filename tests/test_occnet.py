@@ -5,34 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from gen3d_course.checks import CheckFailure
-from gen3d_course.checks.occnet import (
-    check_cells_to_subdivide,
-    check_occupancy_bce,
-    check_volumetric_iou,
-)
+from gen3d_course.checks.occnet import check_cells_to_subdivide, check_occupancy_bce, check_volumetric_iou
 from gen3d_course.data.shapes import make_shape
-from gen3d_course.experiments.occnet import (
-    SHIPPED,
-    heldout_iou,
-    make_eval_set,
-    nearest_neighbour_iou,
-    voxel_iou_bound,
-)
+from gen3d_course.experiments.occnet import (SHIPPED, heldout_iou, make_eval_set, nearest_neighbour_iou,
+                                             voxel_iou_bound)
 from gen3d_course.geometry.metrics import iou
 from gen3d_course.geometry.mise import boundary_cells
-from gen3d_course.models.occnet import (
-    DEFAULTS,
-    OccupancyNetwork,
-    OccupancyVAE,
-    PointNetEncoder,
-    fit,
-    fit_vae,
-    fourier_features,
-    make_occupancy_data,
-    noisy_cloud,
-    occupancy_bce,
-    sample_batch,
-)
+from gen3d_course.models.occnet import (DEFAULTS, OccupancyNetwork, OccupancyVAE, PointNetEncoder, fit,
+                                        fit_vae, fourier_features, make_occupancy_data, noisy_cloud,
+                                        occupancy_bce, sample_batch)
 
 SMALL = dict(z_dim=16, hidden=32, blocks=2, encoder_hidden=32)
 

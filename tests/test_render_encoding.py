@@ -4,12 +4,8 @@ import math
 import pytest
 import torch
 
-from gen3d_course.render.encoding import (
-    FourierFeatures,
-    PositionalEncoding,
-    encoding_size,
-    positional_encoding,
-)
+from gen3d_course.render.encoding import (FourierFeatures, PositionalEncoding, encoding_size,
+                                          positional_encoding)
 
 
 def test_positional_encoding_layout_and_sizes():

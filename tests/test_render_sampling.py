@@ -2,13 +2,8 @@
 import pytest
 import torch
 
-from gen3d_course.render.sampling import (
-    hierarchical_samples,
-    points_along_rays,
-    ray_box,
-    sample_pdf,
-    stratified_samples,
-)
+from gen3d_course.render.sampling import (hierarchical_samples, points_along_rays, ray_box, sample_pdf,
+                                          stratified_samples)
 from gen3d_course.render.volume import volume_render
 
 

@@ -3,12 +3,7 @@ import json
 import pytest
 import torch
 
-from gen3d_course.checkpoints import (
-    CheckpointError,
-    checkpoint_info,
-    load_checkpoint,
-    save_checkpoint,
-)
+from gen3d_course.checkpoints import CheckpointError, checkpoint_info, load_checkpoint, save_checkpoint
 from gen3d_course.train import train
 
 

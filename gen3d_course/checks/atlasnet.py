@@ -14,13 +14,7 @@ import torch
 
 from ..geometry.metrics import chamfer_distance
 from ..models import atlasnet as ref
-from . import (
-    CheckFailure,
-    _call_student,
-    _mistake_hint,
-    check_function,
-    check_gradients_flow,
-)
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
 
 __all__ = ["check_chamfer", "check_uv_grid", "check_triangulate_square", "check_patch_forward"]
 

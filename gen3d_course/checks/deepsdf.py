@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.deepsdf import SDFDecoder, clamped_l1, code_objective, fit_code
 from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from ..models.deepsdf import SDFDecoder, clamped_l1, code_objective, fit_code
 
 
 def _loss_inputs(generator: torch.Generator):

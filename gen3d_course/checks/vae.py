@@ -13,13 +13,7 @@ import math
 import torch
 
 from ..models import autoencoders as ref
-from . import (
-    CheckFailure,
-    _call_student,
-    _mistake_hint,
-    check_function,
-    check_gradients_flow,
-)
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
 
 __all__ = ["check_kl_divergence", "check_reparameterize", "check_vae_loss"]
 

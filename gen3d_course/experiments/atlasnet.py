@@ -13,17 +13,14 @@ from .. import config
 from ..checkpoints import checkpoint_info, load_checkpoint, save_checkpoint
 from ..data.shapes import CATEGORIES, shape_collection
 from ..geometry.metrics import chamfer_distance, fscore, normal_consistency
-from ..models.atlasnet import (
-    AutoEncoder,
-    PatchDecoder,
-    PointSetDecoder,
-    chamfer_step,
-    make_model,
-    point_clouds,
-    sample_uv,
-    sphere_points,
-)
-from ..train import train
+from ..models.atlasnet import (AutoEncoder, PatchDecoder, PointSetDecoder, chamfer_step, make_model,
+                               point_clouds, sample_uv, sphere_points)
+from ..train import on_device, train
+
+CHECKPOINT = "atlasnet"
+DEFAULT_CONFIG = dict(code_dim=64, n_points=512, n_patches=8, hidden=[128, 128, 128],
+                      psg_hidden=[128, 128], radius=0.3)
+HELDOUT_SEED = 1000   # held-out shapes are seeds 1000, 1001, ... of every category
 
 
 def estimate_normals(points, k: int = 12) -> torch.Tensor:
@@ -155,16 +152,6 @@ def checker_colors(uv, patch=None, cells: int = 8):
     return np.where(black[:, None] == 1, 0.25 * tint, tint)
 
 
-CHECKPOINT = "atlasnet"
-
-
-DEFAULT_CONFIG = dict(code_dim=64, n_points=512, n_patches=8, hidden=[128, 128, 128],
-                      psg_hidden=[128, 128], radius=0.3)
-
-
-HELDOUT_SEED = 1000   # held-out shapes are seeds 1000, 1001, ... of every category
-
-
 def build_models(overrides: dict | None = None) -> dict[str, AutoEncoder]:
     """The compared models, by name: 'pointset', 'atlas_1', 'atlas_K' (K = n_patches), 'sphere'.
 
@@ -209,7 +196,8 @@ def train_checkpoint() -> dict:
     metrics = {}
     for name, model in models.items():
         config.seed_everything(seed)
-        history = train(chamfer_step(model, clouds, seed=seed, **schedule), steps, desc=name)
+        with on_device(model):
+            history = train(chamfer_step(model, clouds, seed=seed, **schedule), steps, desc=name)
         scores = evaluate(model, test_clouds, test_normals, n=DEFAULT_CONFIG["n_points"],
                           n_input=DEFAULT_CONFIG["n_points"], tau=0.03)
         metrics[name] = {**{k: round(v, 5) for k, v in scores.items()},

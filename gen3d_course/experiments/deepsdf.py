@@ -17,16 +17,8 @@ from ..data import samples
 from ..data.shapes import CATEGORIES, make_shape
 from ..geometry.extract import evaluate_grid, marching_cubes
 from ..geometry.metrics import iou
-from ..models.deepsdf import (
-    CODE_REG,
-    DELTA,
-    AutoDecoder,
-    SDFDecoder,
-    fit_code,
-    sdf_dataset,
-    sdf_grid,
-    train_autodecoder,
-)
+from ..models.deepsdf import (CODE_REG, DELTA, AutoDecoder, SDFDecoder, fit_code, sdf_dataset, sdf_grid,
+                              train_autodecoder)
 from ..render.cameras import look_at, pixel_rays
 from ..render.sphere_tracing import render_views
 

@@ -14,19 +14,12 @@ from ..checkpoints import checkpoint_info, load_checkpoint, save_checkpoint
 from ..data.images import shape_images
 from ..data.toy2d import mode_statistics
 from ..geometry.metrics import set_metrics
-from ..models.gans import (
-    DCGenerator,
-    ToyDiscriminator,
-    ToyGenerator,
-    _check_finite,
-    dcgan_init,
-    gan_step,
-    infogan_step,
-    sample_images,
-    train_dcgan,
-)
+from ..models.gans import (DCGenerator, ToyDiscriminator, ToyGenerator, _check_finite, dcgan_init, gan_step,
+                           infogan_step, sample_images, train_dcgan)
 from ..models.wgan import wgan_step
 from ..train import train
+
+CHECKPOINT = "dcgan_shapes"
 
 
 def member_mode_statistics(G, centers: torch.Tensor, std: float, n: int = 2000, min_count: int = 20,
@@ -150,9 +143,6 @@ def image_sample_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict
                          f"{tuple(reference.shape)} differ in image size.")
     scale = math.sqrt(s.shape[1])
     return set_metrics(torch.cdist(s, s) / scale, torch.cdist(r, r) / scale, torch.cdist(s, r) / scale)
-
-
-CHECKPOINT = "dcgan_shapes"
 
 
 def load_pretrained(device=None) -> DCGenerator:

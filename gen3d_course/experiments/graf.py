@@ -22,6 +22,9 @@ from ..render.patches import PoseDistribution
 from ..render.sphere_tracing import render_rgba
 
 CHECKPOINT = "graf"
+CHECKPOINT_TRAIN = dict(n_images=1000, steps=8000, batch=8, r1_gamma=1.0, final_scale=0.5,
+                        anneal_rate=0.002, ema_beta=0.99, lr_g=1e-3, lr_d=4e-4, seed=0,
+                        max_seconds=2700, chunks=20)
 
 
 def reprojection_error(rgb_a, depth_a, mask_a, c2w_a, rgb_b, depth_b, mask_b, c2w_b, focal: float,
@@ -188,11 +191,6 @@ def quality(G: Generator, real: torch.Tensor, seed: int = 0) -> dict:
     return {"swd": swd["mean"], "swd_levels": swd["levels"],
             "coverage_fake": float(foreground_fraction(fake).mean()),
             "coverage_real": float(foreground_fraction(real).mean())}
-
-
-CHECKPOINT_TRAIN = dict(n_images=1000, steps=8000, batch=8, r1_gamma=1.0, final_scale=0.5,
-                        anneal_rate=0.002, ema_beta=0.99, lr_g=1e-3, lr_d=4e-4, seed=0,
-                        max_seconds=2700, chunks=20)
 
 
 def load_pretrained(device=None) -> Generator:

@@ -17,6 +17,15 @@ from ..geometry.extract import voxel_mesh as _voxel_mesh
 from ..geometry.metrics import iou, iou_distance_matrix, set_metrics
 from ..models.voxel_gan import VoxelDiscriminator, VoxelGAN, VoxelGANConfig, fit, image_dataset, voxel_dataset
 
+ATTRIBUTES = {"chair": "back_height", "table": "roundness", "lamp": "arm_angle",
+              "mug": "handle_size", "airplane": "wing_span"}
+# The "train it yourself" model of the lecture: 16^3, small, no gate, G ten times faster than D.
+LIVE_CONFIG = dict(z_dim=32, channels=(32, 16), lr_g=2e-3, lr_d=2e-4, d_threshold=None, real_label=1.0)
+CHECKPOINT = "voxel_gan"
+SEED = 0
+HELDOUT_SEED = 10_000      # evaluation shapes, never seen in training
+REFERENCE_SEED = 20_000    # a second held-out set: the real-vs-real ceiling of the set metrics
+
 
 def generation_metrics(generated, reference) -> dict:
     """COV, MMD and 1-NNA (``geometry.metrics.set_metrics``) of generated vs reference voxel grids,
@@ -104,10 +113,6 @@ def voxel_images(grids, level: float = 0.5) -> torch.Tensor:
     return image.transpose(1, 2).flip(1)[:, None]          # rows = y (up first), cols = x
 
 
-ATTRIBUTES = {"chair": "back_height", "table": "roundness", "lamp": "arm_angle",
-              "mug": "handle_size", "airplane": "wing_span"}
-
-
 def attribute_labels(per_category: int, start_seed: int = 0):
     """Ten sub-categories for a harder probe: 2 * category + [parameter above its range's
     midpoint], with the parameter in :data:`ATTRIBUTES` (tall vs short chair back, rectangular
@@ -157,22 +162,6 @@ def category_mean_baseline(voxels, labels, thresholds=(0.1, 0.2, 0.3, 0.4, 0.5, 
     means = torch.stack([data[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
     best = max(thresholds, key=lambda t: float(reconstruction_iou(means[labels] >= t, data).mean()))
     return means >= best, best
-
-
-# The "train it yourself" model of the lecture: 16^3, small, no gate, G ten times faster than D.
-LIVE_CONFIG = dict(z_dim=32, channels=(32, 16), lr_g=2e-3, lr_d=2e-4, d_threshold=None, real_label=1.0)
-
-
-CHECKPOINT = "voxel_gan"
-
-
-SEED = 0
-
-
-HELDOUT_SEED = 10_000      # evaluation shapes, never seen in training
-
-
-REFERENCE_SEED = 20_000    # a second held-out set: the real-vs-real ceiling of the set metrics
 
 
 def shipped_config() -> VoxelGANConfig:

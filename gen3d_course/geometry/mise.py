@@ -23,8 +23,7 @@ module) returning N values, smaller inside. For an occupancy network pass minus 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 
 import numpy as np
 import torch

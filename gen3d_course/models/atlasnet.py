@@ -275,6 +275,7 @@ def chamfer_step(model: AutoEncoder, clouds: torch.Tensor, *, batch_size: int = 
     cloud, decodes n_points and compares them with another random subset:
         loss = mean over the batch of CD(decoded, target)   (squared distances, both ways)
     From step ``decay_at`` on, the learning rate is lr / 5 (a late drop settles the points).
+    Batches are drawn on the CPU and moved to the model's device (see ``train.on_device``).
     """
     _check_points(clouds, "chamfer_step")
     generator = torch.Generator().manual_seed(seed)
@@ -294,7 +295,8 @@ def chamfer_step(model: AutoEncoder, clouds: torch.Tensor, *, batch_size: int = 
                 group["lr"] = lr / 5
         model.train()
         idx = torch.randint(n_shapes, (min(batch_size, n_shapes),), generator=generator)
-        source, target = subset(idx), subset(idx)
+        device = next(model.parameters()).device
+        source, target = subset(idx).to(device), subset(idx).to(device)
         loss = chamfer_loss(model(source, n_points, generator), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

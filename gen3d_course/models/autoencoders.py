@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train import train
+from ..train import on_device, train
 
 # --- losses ------------------------------------------------------------------------------------
 
@@ -207,11 +207,12 @@ def adam(params, lr: float = 2e-3, **kwargs) -> torch.optim.Adam:
 
 def fit(model: AutoEncoder, data: torch.Tensor, steps: int, *, C: float = 1.0,
         batch_size: int = 64, lr: float = 2e-3, seed: int = 0, desc: str | None = None,
-        max_seconds: float | None = None, progress: bool = True):
+        max_seconds: float | None = None, progress: bool = True, device=None):
     """Train an AE (loss ||x − x̂||²) or a VAE (loss C·||x − x̂||² + KL) with Adam on ``data``.
 
     Both losses are per-example sums averaged over the batch. Logs "loss" and "rec" (and "kl"
-    for a VAE) per step; returns the :class:`~gen3d_course.train.History`.
+    for a VAE) per step; returns the :class:`~gen3d_course.train.History`. Trains on ``device``
+    (default ``config.pick_device()``); the model comes back where it was.
     """
     if not isinstance(data, torch.Tensor) or tuple(data.shape[1:]) != model.data_shape:
         raise ValueError(f"fit: data must be a tensor of shape (N, {model.data_shape}) for this "
@@ -221,7 +222,7 @@ def fit(model: AutoEncoder, data: torch.Tensor, steps: int, *, C: float = 1.0,
     model.train()
 
     def step(_):
-        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)]
+        x = data[torch.randint(0, len(data), (batch_size,), generator=generator)].to(device)
         if model.variational:
             x_hat, mu, logvar = model(x)
             rec, kl = reconstruction_error(x, x_hat).mean(), kl_divergence(mu, logvar).mean()
@@ -236,8 +237,9 @@ def fit(model: AutoEncoder, data: torch.Tensor, steps: int, *, C: float = 1.0,
         return logs
 
     torch.manual_seed(seed)  # the reparameterisation noise
-    history = train(step, steps, desc=desc or type(model).__name__, max_seconds=max_seconds,
-                    progress=progress)
+    with on_device(model, device=device) as device:
+        history = train(step, steps, desc=desc or type(model).__name__, max_seconds=max_seconds,
+                        progress=progress)
     model.eval()
     return history
 

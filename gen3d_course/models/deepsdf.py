@@ -31,7 +31,7 @@ from .. import config
 from ..data import samples
 from ..geometry.extract import evaluate_grid, marching_cubes
 from ..geometry.narrowband import narrow_band_grid
-from ..train import train
+from ..train import on_device, train
 
 LATENT_DIM = 32
 DELTA = 0.1          # clamp of the SDF loss (the paper's δ = 0.1, for shapes in the unit sphere)
@@ -276,7 +276,7 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
                       points_per_shape: int = 256, lr: float = 2e-3, code_lr: float = 1e-2,
                       delta: float = DELTA, code_reg: float = CODE_REG, loss_fn=clamped_l1,
                       max_seconds: float | None = None, seed: int = 0, desc: str = "auto-decoder",
-                      progress: bool = True):
+                      progress: bool = True, device=None):
     """Optimise the decoder's weights and every training code jointly (Adam, cosine decay).
 
     Each step draws ``shapes_per_batch`` shapes and ``points_per_shape`` of their samples. For a
@@ -285,6 +285,7 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
     ``loss_fn(pred, target, delta)`` is the reconstruction loss (the assignment plugs its own
     clamped L1 in here). With ``max_seconds`` the learning rates decay over whichever runs out
     first, steps or seconds, so a slow machine still ends its run at the small final rate.
+    Trains on ``device`` (default ``config.pick_device()``); the model comes back where it was.
     Returns the :class:`~gen3d_course.train.History` ("loss", "sdf", "reg").
     """
     if model.codes.num_embeddings != len(data):
@@ -303,14 +304,15 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
             group["lr"] = lr0 * _cosine(progress_of(i))
         idx = torch.randperm(S, generator=generator)[:B]
         pick = torch.randint(0, N, (B, K), generator=generator)
-        points = torch.gather(data.points[idx], 1, pick[..., None].expand(B, K, 3))
-        target = torch.gather(data.sdf[idx], 1, pick)
-        codes = model.codes(idx)
+        points = torch.gather(data.points[idx], 1, pick[..., None].expand(B, K, 3)).to(device)
+        target = torch.gather(data.sdf[idx], 1, pick).to(device)
+        codes = model.codes(idx.to(device))
         fit = loss_fn(model.decoder(codes, points), target, delta)
         return _descend(optimizer, fit, codes, code_reg)
 
     model.train()
-    history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
+    with on_device(model, device=device) as device:
+        history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
     model.eval()
     return history
 
@@ -319,11 +321,11 @@ def train_autoencoder(encoder: SDFEncoder, decoder: SDFDecoder, data: SDFData, s
                       shapes_per_batch: int = 16, points_per_shape: int = 256,
                       observed: int = 512, lr: float = 2e-3, delta: float = DELTA,
                       code_reg: float = CODE_REG, max_seconds: float | None = None,
-                      seed: int = 0, desc: str = "auto-encoder", progress: bool = True):
+                      seed: int = 0, desc: str = "auto-encoder", progress: bool = True, device=None):
     """The contrast: codes come from an encoder reading ``observed`` samples of the shape.
 
-    Same decoder, loss, prior and schedule as :func:`train_autodecoder`; the only change is
-    where z comes from. Returns the training history.
+    Same decoder, loss, prior, schedule and device as :func:`train_autodecoder`; the only
+    change is where z comes from. Returns the training history.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
@@ -338,14 +340,15 @@ def train_autoencoder(encoder: SDFEncoder, decoder: SDFDecoder, data: SDFData, s
         seen = torch.randint(0, N, (B, observed), generator=generator)
         pick = torch.randint(0, N, (B, K), generator=generator)
         pts, sdf = data.points[idx], data.sdf[idx]
-        codes = encoder(torch.gather(pts, 1, seen[..., None].expand(B, observed, 3)),
-                        torch.gather(sdf, 1, seen))
-        points = torch.gather(pts, 1, pick[..., None].expand(B, K, 3))
-        fit = clamped_l1(decoder(codes, points), torch.gather(sdf, 1, pick), delta)
+        codes = encoder(torch.gather(pts, 1, seen[..., None].expand(B, observed, 3)).to(device),
+                        torch.gather(sdf, 1, seen).to(device))
+        points = torch.gather(pts, 1, pick[..., None].expand(B, K, 3)).to(device)
+        fit = clamped_l1(decoder(codes, points), torch.gather(sdf, 1, pick).to(device), delta)
         return _descend(optimizer, fit, codes, code_reg)
 
     encoder.train(), decoder.train()
-    history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
+    with on_device(encoder, decoder, device=device) as device:
+        history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
     encoder.eval(), decoder.eval()
     return history
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import train
+from ..train import on_device, train
 
 
 def _check_finite(x: torch.Tensor, name: str, fn: str) -> None:
@@ -398,22 +398,23 @@ def train_dcgan(images: torch.Tensor, *, steps: int, latent_dim: int = 32, base:
                 max_seconds: float | None = None, device=None):
     """Train a DCGAN on ``images`` (N, C, H, W) in [0, 1]; returns (G, D, history).
 
-    Adam with beta1 = 0.5 and the DCGAN initialisation, one D step per G step (``gan_step``)."""
+    Adam with beta1 = 0.5 and the DCGAN initialisation, one D step per G step (``gan_step``).
+    Trains on ``device`` (default ``config.pick_device()``); G and D come back on the CPU."""
     if images.ndim != 4:
         raise ValueError(f"train_dcgan: images must be (N, C, H, W), got {tuple(images.shape)}.")
     _check_finite(images, "images", "train_dcgan")
-    device = torch.device(device or "cpu")
-    x = (images.float() * 2 - 1).to(device)
+    x = images.float() * 2 - 1
     torch.manual_seed(seed)
-    G = dcgan_init(DCGenerator(latent_dim, x.shape[-1], x.shape[1], base)).to(device)
-    D = dcgan_init(DCDiscriminator(x.shape[-1], x.shape[1], base)).to(device)
+    G = dcgan_init(DCGenerator(latent_dim, x.shape[-1], x.shape[1], base))
+    D = dcgan_init(DCDiscriminator(x.shape[-1], x.shape[1], base))
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
     rng = torch.Generator().manual_seed(seed + 1)
 
     def step(i):
-        real = x[torch.randint(len(x), (batch,), generator=rng).to(device)]
+        real = x[torch.randint(len(x), (batch,), generator=rng)].to(device)
         return gan_step(G, D, opt_g, opt_d, real, torch.randn(batch, latent_dim, generator=rng).to(device))
 
-    history = train(step, steps, desc="DCGAN", log_every=5, progress=progress, max_seconds=max_seconds)
+    with on_device(G, D, device=device) as device:
+        history = train(step, steps, desc="DCGAN", log_every=5, progress=progress, max_seconds=max_seconds)
     return G, D, history

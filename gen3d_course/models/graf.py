@@ -42,13 +42,8 @@ from torch import nn
 from .. import config
 from ..render.cameras import focal_from_fov, rays_through
 from ..render.encoding import encoding_size, positional_encoding
-from ..render.patches import (
-    PoseDistribution,
-    full_image_coordinates,
-    patch_coordinates,
-    sample_image_patches,
-    sample_patch_pattern,
-)
+from ..render.patches import (PoseDistribution, full_image_coordinates, patch_coordinates,
+                              sample_image_patches, sample_patch_pattern)
 from ..render.rays import render_rays
 from ..train import History, train
 from .gans import discriminator_loss, generator_loss

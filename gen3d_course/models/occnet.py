@@ -34,7 +34,7 @@ from torch import nn
 from .. import config
 from ..data import samples
 from ..geometry import mise as mise_module
-from ..train import train
+from ..train import on_device, train
 from .autoencoders import kl_divergence, reparameterize
 
 # Sizes of the shipped model; notebooks build a model with OccupancyNetwork(**DEFAULTS) to load it.
@@ -312,11 +312,12 @@ def sample_batch(data: OccupancyData, batch: int, k: int, n_cloud: int = 300, no
 def fit(model: OccupancyNetwork, data: OccupancyData, steps: int, *, batch: int = 16, k: int = 2048,
         lr: float = 5e-4, noise: float = 0.01, n_cloud: int = 300, seed: int = 0,
         max_seconds: float | None = None, loss_fn=occupancy_bce, desc: str = "occnet",
-        progress: bool = True):
+        progress: bool = True, device=None):
     """Train the conditional model with BCE on k points per shape; returns the History.
 
     ``loss_fn(logits, occupancy)`` can be swapped (the assignment plugs in its own BCE).
-    The learning rate decays by cosine to 10% over the run.
+    The learning rate decays by cosine to 10% over the run. Trains on ``device`` (default
+    ``config.pick_device()``); the model comes back where it was.
     """
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -325,7 +326,8 @@ def fit(model: OccupancyNetwork, data: OccupancyData, steps: int, *, batch: int 
     model.train()
 
     def step(i):
-        cloud, points, occupancy = sample_batch(data, batch, k, n_cloud, noise, generator)
+        cloud, points, occupancy = (t.to(device) for t in sample_batch(data, batch, k, n_cloud, noise,
+                                                                       generator))
         logits = model(points, cloud)
         loss = loss_fn(logits, occupancy)
         optimiser.zero_grad()
@@ -336,16 +338,18 @@ def fit(model: OccupancyNetwork, data: OccupancyData, steps: int, *, batch: int 
             accuracy = ((logits > 0) == (occupancy > 0.5)).float().mean()
         return {"loss": loss.item(), "accuracy": accuracy.item()}
 
-    history = train(step, steps, desc=desc, log_every=max(1, steps // 200), max_seconds=max_seconds,
-                    progress=progress)
+    with on_device(model, device=device) as device:
+        history = train(step, steps, desc=desc, log_every=max(1, steps // 200), max_seconds=max_seconds,
+                        progress=progress)
     model.eval()
     return history
 
 
 def fit_vae(model: OccupancyVAE, data: OccupancyData, steps: int, *, batch: int = 16, k: int = 2048,
             lr: float = 5e-4, beta: float = 1.0, seed: int = 0, max_seconds: float | None = None,
-            progress: bool = True):
-    """Train the variational model on the negative ELBO; logs loss, per-point BCE and KL."""
+            progress: bool = True, device=None):
+    """Train the variational model on the negative ELBO; logs loss, per-point BCE and KL (on
+    ``device``, as :func:`fit`)."""
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -355,13 +359,14 @@ def fit_vae(model: OccupancyVAE, data: OccupancyData, steps: int, *, batch: int 
         point_idx = torch.randint(data.points.shape[1], (batch, k), generator=generator)
         points = torch.gather(data.points[shape_idx], 1, point_idx.unsqueeze(-1).expand(-1, -1, 3))
         occupancy = torch.gather(data.occupancy[shape_idx], 1, point_idx)
-        parts = model.loss(points, occupancy, beta)
+        parts = model.loss(points.to(device), occupancy.to(device), beta)
         optimiser.zero_grad()
         parts["loss"].backward()
         optimiser.step()
         return {k: v.item() for k, v in parts.items()}
 
-    history = train(step, steps, desc="occupancy VAE", log_every=max(1, steps // 200),
-                    max_seconds=max_seconds, progress=progress)
+    with on_device(model, device=device) as device:
+        history = train(step, steps, desc="occupancy VAE", log_every=max(1, steps // 200),
+                        max_seconds=max_seconds, progress=progress)
     model.eval()
     return history

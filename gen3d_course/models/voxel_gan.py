@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..data.images import shape_images
 from ..data.samples import voxelize
 from ..data.shapes import CATEGORIES, make_shape
-from ..train import train
+from ..train import on_device, train
 from .autoencoders import kl_divergence, reparameterize
 from .gans import discriminator_loss, generator_loss
 
@@ -414,33 +414,34 @@ def generate(G: VoxelGenerator, z: torch.Tensor, chunk: int = 64) -> torch.Tenso
 
 def fit(model: VoxelGAN, voxels: torch.Tensor, steps: int, images: torch.Tensor | None = None,
         seed: int = 0, desc: str = "3D-GAN", max_seconds: float | None = None, progress=True,
-        callback=None, callback_every: int = 0):
+        callback=None, callback_every: int = 0, device=None):
     """Train ``model`` on ``voxels`` (N, R, R, R) bool/float for ``steps`` random minibatches.
 
     Returns the :class:`gen3d_course.train.History`. ``callback(i)`` runs every
-    ``callback_every`` steps (e.g. to save samples for a "samples improving" figure).
+    ``callback_every`` steps (e.g. to save samples for a "samples improving" figure). Trains on
+    ``device`` (default ``config.pick_device()``); the model comes back where it was.
     """
-    device = model.device
     data = torch.as_tensor(voxels).float()
     if data.ndim != 4:
         raise ValueError(f"fit: voxels have shape {tuple(data.shape)}; expected (N, R, R, R).")
     if data.shape[-1] != model.cfg.resolution:
         raise ValueError(f"fit: the grids are {data.shape[-1]}^3 but the model makes "
                          f"{model.cfg.resolution}^3 grids; voxelize at the model's resolution.")
-    data = data[:, None].to(device)
-    imgs = None if images is None else torch.as_tensor(images).float().to(device)
+    data = data[:, None]
+    imgs = None if images is None else torch.as_tensor(images).float()
     generator = torch.Generator().manual_seed(seed)
     batch = min(model.cfg.batch, len(data))
 
     def step(i):
-        idx = torch.randint(0, len(data), (batch,), generator=generator).to(device)
-        log = model.step(data[idx], None if imgs is None else imgs[idx])
+        idx = torch.randint(0, len(data), (batch,), generator=generator)
+        log = model.step(data[idx].to(device), None if imgs is None else imgs[idx].to(device))
         if callback is not None and callback_every and (i + 1) % callback_every == 0:
             callback(i)
         return log
 
-    return train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress,
-                 log_every=max(1, steps // 200))
+    with on_device(model, device=device) as device:
+        return train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress,
+                     log_every=max(1, steps // 200))
 
 
 # --------------------------------------------------------------------------------------------

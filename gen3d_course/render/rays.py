@@ -18,12 +18,7 @@ import torch
 
 from ..config import WORLD
 from .cameras import pixel_rays
-from .sampling import (
-    hierarchical_samples,
-    points_along_rays,
-    ray_box,
-    stratified_samples,
-)
+from .sampling import hierarchical_samples, points_along_rays, ray_box, stratified_samples
 from .volume import volume_render
 
 
