@@ -61,8 +61,17 @@ def doctor() -> int:
 
 
 def assign(solutions: str, assignments: str) -> int:
-    from .assign import build_assignments
+    """Rewrite the notebooks' badges and install cell from pyproject.toml (in a course checkout:
+    the folder above ``solutions``), then build the assignments."""
+    from pathlib import Path
 
+    from .assign import build_assignments
+    from .links import write_links
+
+    root = Path(solutions).resolve().parent
+    if (root / "pyproject.toml").exists():
+        for path in write_links(root):
+            print(f"relinked {path}")
     for path in build_assignments(solutions, assignments):
         print(f"wrote {path}")
     return 0
