@@ -11,7 +11,7 @@ import sys
 
 REQUIRED = ("numpy", "scipy", "torch", "trimesh", "skimage", "sklearn", "matplotlib", "plotly",
             "ipywidgets", "tqdm", "nbformat")
-# Front-end pieces: without them sliders and 3D views show as text in JupyterLab.
+# Front-end pieces of the live panels in JupyterLab; without them panels show their static form.
 WIDGET_FRONTENDS = ("jupyterlab_widgets", "anywidget")
 
 
@@ -43,10 +43,17 @@ def doctor() -> int:
 
         print(f"device      {config.pick_device().type}  (cuda > mps > cpu); "
               f"torch threads {torch.get_num_threads()}")
+        from .viz.panels import VIEWS_VARIABLE, form
+
+        try:
+            print(f"views       {form()} here  (set {VIEWS_VARIABLE}=live|static|auto; auto is live "
+                  f"in JupyterLab and Binder, static on Colab, in VS Code and exports)")
+        except ValueError as err:
+            problems.append(str(err))
         missing_frontends = [m for m in WIDGET_FRONTENDS if _version(m) is None]
         if missing_frontends:
-            print(f"widgets     NOT usable in JupyterLab: {', '.join(missing_frontends)} missing")
-            problems.append(f"widget front-ends missing: {', '.join(missing_frontends)}")
+            print(f"widgets     live panels NOT usable: {', '.join(missing_frontends)} missing "
+                  f"(pip install \"gen3d-course[live]\"); panels show their static form")
         else:
             import plotly.graph_objects as go
 
