@@ -150,3 +150,13 @@ def test_live_falls_back_to_static_with_one_line_when_widgets_are_missing(live, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("live view unavailable (Please install anywidget")
     assert "GEN3D_VIEWS=static" in lines[0] and lines[1].startswith("static view:")
+
+
+def test_a_failing_static_frame_is_named(static):
+    def decode(z):
+        if z[0] > 2.5:
+            raise ValueError("decoder exploded")
+        return sphere(0.2)
+
+    with pytest.raises(RuntimeError, match=r"'z\[0\] = 3.00, others at z0' failed: ValueError: decoder exploded"):
+        panels.latent_sliders(decode, 1)

@@ -126,8 +126,9 @@ def _image_frame(images) -> dict:
 
 
 def _image_figure(first, frame: dict, title: str) -> go.Figure:
-    height = _height(first)
-    width = _strip_width(first)
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(png_bytes(first, scale=1))).size
     scale = max(1, 256 // height)
     fig = go.Figure(go.Image(**frame, hoverinfo="skip"))
     fig.update_layout(width=max(width * scale, 600), height=height * scale + 30,
@@ -138,11 +139,6 @@ def _image_figure(first, frame: dict, title: str) -> go.Figure:
 
 def _height(images) -> int:
     return _to_uint8(images[0] if isinstance(images, (list, tuple)) else images).shape[0]
-
-
-def _strip_width(images, gap: int = 2) -> int:
-    images = images if isinstance(images, (list, tuple)) else [images]
-    return sum(_to_uint8(im).shape[1] for im in images) + gap * (len(images) - 1)
 
 
 def _layout_sliders(fig: go.Figure, sliders: list[dict]) -> None:
@@ -173,9 +169,13 @@ def static_panel(draw, start, sliders: dict, *, title: str = "", values_note: st
     start_key = _key(start)
     drawn = {start_key: draw(start)}
     for steps in sliders.values():
-        for _, point, _ in steps:
+        for _, point, caption in steps:
             if _key(point) not in drawn:  # a point on several sliders (the start) is drawn once
-                drawn[_key(point)] = draw(point)
+                try:
+                    drawn[_key(point)] = draw(point)
+                except Exception as exc:
+                    raise RuntimeError(f"static view: drawing the frame '{caption}' failed: "
+                                       f"{type(exc).__name__}: {exc}") from exc
     is_mesh = _is_mesh(drawn[start_key])
     n_steps = sum(len(steps) for steps in sliders.values())
     faces = max(200, min(max_faces, TOTAL_FACES // (n_steps + 1)))
