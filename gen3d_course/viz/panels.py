@@ -132,7 +132,8 @@ def _image_figure(first, frame: dict, title: str) -> go.Figure:
     scale = max(1, 256 // height)
     fig = go.Figure(go.Image(**frame, hoverinfo="skip"))
     fig.update_layout(width=max(width * scale, 600), height=height * scale + 30,
-                      margin=dict(l=0, r=0, b=0, t=30), title=dict(text=title, x=0.5, font=dict(size=14)),
+                      margin=dict(l=0, r=0, b=0, t=30),  # title left: the mode bar sits top right
+                      title=dict(text=title, x=0.01, xanchor="left", font=dict(size=14)),
                       xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
     return fig
 
@@ -150,7 +151,7 @@ def _layout_sliders(fig: go.Figure, sliders: list[dict]) -> None:
     fig.layout.margin.b = rows * SLIDER_ROW_PX
     for n, slider in enumerate(sliders):
         slider.update(x=(n % columns) / columns, len=1 / columns, xanchor="left", yanchor="top",
-                      y=-(n // columns) * SLIDER_ROW_PX / plot_px, pad=dict(t=4, b=4, l=8, r=8))
+                      y=-(n // columns) * SLIDER_ROW_PX / plot_px, pad=dict(t=4, b=4, l=30, r=30))
     fig.layout.sliders = sliders
 
 

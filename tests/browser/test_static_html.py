@@ -91,6 +91,7 @@ def test_static_slider_changes_the_drawing_offline(pages, browser, artifacts, no
         plot.scroll_into_view_if_needed()
         page.wait_for_timeout(500)  # the first WebGL draw
         before = plot.evaluate(READ_FRAME)
+        initial = plot.evaluate("gd => gd.layout.sliders.map(s => s.active)")
         shot_before = plot.screenshot(path=str(artifacts / f"static_{name}_panel{n}_before.png"))
         rail = plot.locator(".slider-rail-rect").first
         box = rail.bounding_box()
@@ -106,6 +107,16 @@ def test_static_slider_changes_the_drawing_offline(pages, browser, artifacts, no
         assert shot_after != shot_before, "the slider moved but the drawn pixels did not change"
         if before[0] == "mesh3d":
             assert plot.locator("canvas").count() >= 1, "no WebGL canvas: the mesh is not drawn"
+        if plot.locator(".slider-rail-rect").count() > 1:  # one slider per dimension around z0
+            first_moved = plot.evaluate("gd => gd.layout.sliders[0].active")
+            box = plot.locator(".slider-rail-rect").nth(1).bounding_box()
+            page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)  # its lowest value
+            page.wait_for_function(f"gd => gd.layout.sliders[1].active !== {initial[1]}",
+                                   arg=plot.element_handle(), timeout=10_000)
+            now = plot.evaluate("gd => gd.layout.sliders.map(s => s.active)")
+            assert first_moved != initial[0] and now[0] == initial[0], \
+                "moving the second slider must put the first back at its start (z0)"
+            plot.screenshot(path=str(artifacts / f"static_{name}_panel{n}_second_slider.png"))
     page.close()
     assert not errors, f"script errors in the page: {errors}"
     # Only the README badges (images in the title cell) point off the machine; nothing the
