@@ -36,7 +36,8 @@ def test_a_fork_changes_one_line_and_assign_rewrites_every_link(tmp_path, monkey
     assert "relinked" in capsys.readouterr().out and links.stale_links(root) == []
     lecture = (root / "lectures/00_representations.ipynb").read_text()
     assert "mybinder.org/v2/gh/someone/my-course/main?labpath=lectures%2F00_representations.ipynb" in lecture
-    assert "colab.research.google.com/github/someone/my-course/blob/main/lectures/00_representations.ipynb" in lecture
+    assert ("colab.research.google.com/github/someone/my-course/blob/main/"
+            "lectures/00_representations.ipynb") in lecture
     assert '\\"gen3d-course @ git+https://github.com/someone/my-course\\"' in lecture
     solution = (root / "solutions/01_autoencoders.ipynb").read_text()
     assert "blob/main/assignments/01_autoencoders.ipynb" in solution  # students open the assignment

@@ -132,7 +132,8 @@ def test_live_forms_are_widgets_built_from_the_same_callable(live):
     image = panels.latent_sliders(lambda z: np.full((1, 16, 16), float(z[0])), 2, title="decoder")
     assert isinstance(image.panel, RGBPanel) and image.panel.scale == 16
     assert image.panel.image.value[:4] == b"\x89PNG"
-    lerp = panels.interpolation_slider(lambda z: sphere(0.1 + abs(float(z[0]))), [0.0], [0.2], steps=5, t0=0.5)
+    lerp = panels.interpolation_slider(lambda z: sphere(0.1 + abs(float(z[0]))), [0.0], [0.2],
+                                       steps=5, t0=0.5)
     assert lerp.slider.value == 0.5
     orbit = panels.image_sliders(lambda azimuth: np.zeros((4, 4, 3)), azimuth=(0.0, 90.0, 10.0))
     assert isinstance(orbit.panel, RGBPanel)
@@ -158,5 +159,6 @@ def test_a_failing_static_frame_is_named(static):
             raise ValueError("decoder exploded")
         return sphere(0.2)
 
-    with pytest.raises(RuntimeError, match=r"'z\[0\] = 3.00, others at z0' failed: ValueError: decoder exploded"):
+    message = r"'z\[0\] = 3.00, others at z0' failed: ValueError: decoder exploded"
+    with pytest.raises(RuntimeError, match=message):
         panels.latent_sliders(decode, 1)
