@@ -15,7 +15,7 @@ FLOORS = [
     {"train", "checkpoints"},
     {"models"},
     {"experiments", "viz", "checks"},
-    {"assign", "kernels", "grade", "cli"},
+    {"assign", "links", "kernels", "grade", "cli"},
 ]
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 

@@ -10,17 +10,12 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-
-def _numpy(x):
-    """Accept torch tensors as well as arrays, so notebooks can pass either."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+from .views3d import to_numpy
 
 
 def _as_images(images):
     """(N, H, W), (N, H, W, C) or torch-style (N, C, H, W) -> list of imshow-ready arrays."""
-    images = [_numpy(im) for im in images]
+    images = [to_numpy(im) for im in images]
     out = []
     for im in images:
         if im.ndim == 3 and im.shape[0] in (1, 3) and im.shape[-1] not in (1, 3):
@@ -89,13 +84,13 @@ def loss_curves(history, logy=False, smooth=0):
 def scatter2d(points, labels=None, ax=None, title=None):
     """(N, 2) points, coloured by integer `labels` if given, with equal axes so
     distances in the plot are distances in the data (e.g. a 2D latent space)."""
-    points = _numpy(points).reshape(-1, 2)
+    points = to_numpy(points).reshape(-1, 2)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=8)
     else:
-        labels = _numpy(labels).reshape(-1)
+        labels = to_numpy(labels).reshape(-1)
         for label in np.unique(labels):
             mask = labels == label
             ax.scatter(points[mask, 0], points[mask, 1], s=8, label=str(label))

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.basedatatypes import BaseFigure
 from plotly.subplots import make_subplots
 
-WORLD = (-0.5, 0.5)
+from .. import config
 
 # Flat shading with a key light: facets stay visible, so the eye reads shape
 # (and tessellation artefacts) instead of a smooth, ambiguous blob.
@@ -22,7 +22,7 @@ POINT_COLOR = "#1f77b4"
 CAMERA_COLOR = "#d62728"
 
 
-def _numpy(x):
+def to_numpy(x):
     """Accept torch tensors as well as arrays, so notebooks can pass either."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -31,7 +31,7 @@ def _numpy(x):
 
 def _rgb_strings(colors):
     """(N, 3) floats in [0, 1] or integers in 0..255 -> plotly 'rgb(r,g,b)' strings."""
-    colors = _numpy(colors)[..., :3]
+    colors = to_numpy(colors)[..., :3]
     if colors.dtype.kind == "f":
         colors = np.clip(colors, 0.0, 1.0) * 255.0
     colors = np.rint(colors).astype(int).reshape(-1, 3)
@@ -63,14 +63,14 @@ def points_trace(points, colors=None, size=2, name=None):
     or ints in 0..255), an (N,) array of
     scalars drawn through a colour scale (e.g. SDF values), or (N, 3) RGB.
     """
-    points = _numpy(points).reshape(-1, 3)
+    points = to_numpy(points).reshape(-1, 3)
     marker = dict(size=size, color=POINT_COLOR)
     if isinstance(colors, str):
         marker["color"] = colors
     elif isinstance(colors, tuple):
         marker["color"] = _rgb_strings([colors])[0]
     elif colors is not None:
-        colors = _numpy(colors)
+        colors = to_numpy(colors)
         if colors.ndim == 1:
             marker.update(color=colors, colorscale="Viridis", showscale=True,
                           colorbar=dict(thickness=10, len=0.6))
@@ -80,7 +80,7 @@ def points_trace(points, colors=None, size=2, name=None):
                         marker=marker, name=name, showlegend=name is not None)
 
 
-def voxel_trace(grid, bounds=WORLD, name=None, color=None):
+def voxel_trace(grid, bounds=config.WORLD, name=None, color=None):
     """The surface of an occupancy grid as one mesh.
 
     Only faces between an occupied and an empty cell (or the grid border) are
@@ -89,7 +89,7 @@ def voxel_trace(grid, bounds=WORLD, name=None, color=None):
     `grid[i, j, k]` is the cell at x-index i, y-index j, z-index k; the grid
     spans `bounds` along every axis.
     """
-    occupied = _numpy(grid).astype(bool)
+    occupied = to_numpy(grid).astype(bool)
     padded = np.pad(occupied, 1)
     quads = []
     for axis in range(3):
@@ -126,8 +126,8 @@ def camera_traces(c2w, focal, width, height, scale=0.1, name=None):
     distance `scale` along the viewing direction, so its shape shows the field of
     view (`focal` in pixels, scalar or (N,), image `width` x `height` pixels).
     """
-    c2w = _numpy(c2w).reshape(-1, 4, 4)
-    focal = np.broadcast_to(_numpy(focal).astype(float), (len(c2w),))
+    c2w = to_numpy(c2w).reshape(-1, 4, 4)
+    focal = np.broadcast_to(to_numpy(focal).astype(float), (len(c2w),))
     traces = []
     for n, (pose, f) in enumerate(zip(c2w, focal)):
         half_w, half_h = width / (2 * f), height / (2 * f)
@@ -173,29 +173,29 @@ def _flatten(traces):
             yield t
 
 
-def figure(*traces, title=None, bounds=WORLD):
+def figure(*traces, title=None, bounds=config.WORLD):
     """A static figure of the traces over the world cube."""
     return _layout(go.Figure(data=list(_flatten(traces))), title, bounds)
 
 
-def figure_widget(*traces, title=None, bounds=WORLD):
+def figure_widget(*traces, title=None, bounds=config.WORLD):
     """Like `figure`, but a live widget whose traces can be updated in place."""
     return _layout(go.FigureWidget(data=list(_flatten(traces))), title, bounds)
 
 
-def show_mesh(mesh, title=None, bounds=WORLD, **trace_kw):
+def show_mesh(mesh, title=None, bounds=config.WORLD, **trace_kw):
     return figure(mesh_trace(mesh, **trace_kw), title=title, bounds=bounds)
 
 
-def show_points(points, title=None, bounds=WORLD, **trace_kw):
+def show_points(points, title=None, bounds=config.WORLD, **trace_kw):
     return figure(points_trace(points, **trace_kw), title=title, bounds=bounds)
 
 
-def show_voxels(grid, title=None, bounds=WORLD, **trace_kw):
+def show_voxels(grid, title=None, bounds=config.WORLD, **trace_kw):
     return figure(voxel_trace(grid, bounds=bounds, **trace_kw), title=title, bounds=bounds)
 
 
-def side_by_side(figs_or_traces, titles=None, bounds=WORLD):
+def side_by_side(figs_or_traces, titles=None, bounds=config.WORLD):
     """Several views in one row, each in its own identical scene.
 
     Each item is a figure, a trace or a list of traces. Comparing
