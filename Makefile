@@ -41,7 +41,8 @@ test: setup browser
 
 # The course website in _build/site: lectures executed in the run mode GEN3D_MODE names
 # (lecture by default), one at a time with one torch thread, cached per mode in _build/ so a
-# rebuild re-runs only the notebooks that changed. Configuration: docs/conf.py.
+# rebuild re-runs only the notebooks whose code changed (after a change to the library or to
+# docs/kernel_startup.py, delete _build/jupyter_cache to re-run all). Configuration: docs/conf.py.
 book: setup
 	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -q -d _build/doctrees docs _build/site
 

@@ -95,7 +95,6 @@ html_theme_options = {
                        "notebook_interface": "jupyterlab"},
 }
 html_context = {"default_mode": "auto"}  # unset, the theme logs an error on a first visit
-html_copy_source = False  # no _sources/: the notebooks live in the repository
 
 # Offline assets: MathJax 3 from the sphinx-mathjax-offline wheel (only the bundle and fonts
 # this site uses) and plotly.js from the plotly wheel, each copied once into _static.
