@@ -1,48 +1,59 @@
-"""Latency of the live slider panels: decode (or re-mesh) + in-place plotly update, per move.
+"""Both forms of every slider panel, built through ``viz.panels`` from the same callable:
 
-Usage: python benchmarks/sliders.py   (prints median and max milliseconds per panel)
+- live: latency of one slider move (decode or re-mesh + in-place widget update), median and max;
+- static: time to build the plotly Figure (every frame decoded and encoded) and its size in bytes.
+
+Usage: python benchmarks/sliders.py   (prints one Markdown table)
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import statistics
 import time
 
 import numpy as np
 
 
-def measure(widget, controls, values) -> list[float]:
-    """Set each value on the given controls in turn; time each full redraw."""
+def measure(moves) -> list[float]:
+    """Set each (control, value) in turn on a live panel; time each full redraw."""
     times = []
-    for control, value in zip(controls, values):
+    for control, value in moves:
         start = time.perf_counter()
         control.value = value
         times.append(time.perf_counter() - start)
     return times
 
 
+# Each panel returns (build, moves): build() makes the panel in the current form through
+# viz.panels; moves(live_box) lists the (control, value) changes timed in the live form.
+
 def gallery():
     from gen3d_course.data import samples
     from gen3d_course.data.shapes import CATEGORIES, make_shape
-    from gen3d_course.viz.widgets import mesh_browser
+    from gen3d_course.viz import panels
 
-    browser = mesh_browser(lambda category, seed: samples.mesh_of(make_shape(category, seed), 64),
-                           category=list(CATEGORIES), seed=(0, 50, 1))
-    seed = browser.controls["seed"]
-    return measure(browser, [seed] * 10, list(range(1, 11)))
+    def build():
+        return panels.mesh_browser(lambda category, seed: samples.mesh_of(make_shape(category, seed), 64),
+                                   category=list(CATEGORIES), seed=(0, 50, 1))
+    return build, lambda box: [(box.controls["seed"], v) for v in range(1, 11)]
 
 
 def deepsdf_interpolation():
     """Unit 05: shipped DeepSDF decoder, chair → table codes, narrow-band 64³ grid + marching cubes."""
     from gen3d_course.models import deepsdf
-    from gen3d_course.viz.widgets import interpolation_slider
+    from gen3d_course.viz import panels
 
     model, shapes, _ = deepsdf.load_pretrained()
     categories = [s.category for s in shapes]
     codes = model.codes.weight.detach()
-    slider = interpolation_slider(deepsdf.mesh_decoder(model.decoder, res=64),
-                                  codes[categories.index("chair")], codes[categories.index("table")],
-                                  steps=11)
-    return measure(slider, [slider.slider] * 10, [i / 10 for i in range(1, 11)])
+
+    def build():
+        return panels.interpolation_slider(deepsdf.mesh_decoder(model.decoder, res=64),
+                                           codes[categories.index("chair")],
+                                           codes[categories.index("table")], steps=11)
+    return build, lambda box: [(box.slider, i / 10) for i in range(1, 11)]
 
 
 def _small_vae(data, steps, **fit_kwargs):
@@ -58,16 +69,19 @@ def _small_vae(data, steps, **fit_kwargs):
     return model
 
 
+def _two_sliders(box):
+    return list(zip(box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2))
+
+
 def vae_image_sliders():
-    """Unit 01: 8-D image VAE, 32×32 decode into an ImagePanel heatmap."""
+    """Unit 01: 8-D image VAE, 32×32 decode into a PNG image."""
     import torch
 
     from gen3d_course.models import autoencoders as ae
-    from gen3d_course.viz.widgets import ImagePanel, latent_sliders
+    from gen3d_course.viz import panels
 
     model = _small_vae(torch.rand(64, 1, 32, 32), 1)
-    box = latent_sliders(lambda z: ae.decode_numpy(model, z)[0], 8, panel=ImagePanel())
-    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+    return lambda: panels.latent_sliders(lambda z: ae.decode_numpy(model, z)[0], 8), _two_sliders
 
 
 def vae_voxel_sliders():
@@ -79,12 +93,12 @@ def vae_voxel_sliders():
     from gen3d_course.data.shapes import shape_collection
     from gen3d_course.geometry.extract import voxel_mesh
     from gen3d_course.models import autoencoders as ae
-    from gen3d_course.viz.widgets import latent_sliders
+    from gen3d_course.viz import panels
 
     voxels = torch.from_numpy(np.stack([samples.voxelize(s, 16) for s in shape_collection(10)]))
     model = _small_vae(voxels.float()[:, None], 300, C=2.0, batch_size=32, lr=3e-3)
-    box = latent_sliders(lambda z: voxel_mesh(ae.decode_numpy(model, z)[0], upsample=2), 8)
-    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+    return (lambda: panels.latent_sliders(lambda z: voxel_mesh(ae.decode_numpy(model, z)[0], upsample=2), 8),
+            _two_sliders)
 
 
 def voxel_gan_sliders():
@@ -92,38 +106,42 @@ def voxel_gan_sliders():
     import torch
 
     from gen3d_course.models import voxel_gan as vg
-    from gen3d_course.viz.widgets import latent_sliders
+    from gen3d_course.viz import panels
 
     model = vg.load_pretrained()
     z0 = torch.randn(1, model.cfg.z_dim, generator=torch.Generator().manual_seed(1))[0].numpy()
-    box = latent_sliders(lambda z: vg.voxel_mesh(vg.generate(model.G, torch.from_numpy(z)[None])[0]),
-                         model.cfg.z_dim, n_sliders=6, z0=z0)
-    return measure(box, box.sliders[:2] * 5, [-2.0, -1.0, 0.0, 1.0, 2.0] * 2)
+    return (lambda: panels.latent_sliders(
+        lambda z: vg.voxel_mesh(vg.generate(model.G, torch.from_numpy(z)[None])[0]),
+        model.cfg.z_dim, n_sliders=6, z0=z0), _two_sliders)
 
 
 def nerf_orbit():
     """Unit 08: shipped NeRF, one 64×64 orbit view (colour + depth, 32 + 16 samples) per move."""
     from gen3d_course.checkpoints import load_checkpoint
     from gen3d_course.models import nerf
-    from gen3d_course.viz.image_sliders import image_sliders
+    from gen3d_course.viz import panels
 
     field = load_checkpoint("nerf", nerf.NeRF(**nerf.CHECKPOINT_CONFIG)).eval()
-    box = image_sliders(nerf.orbit_renderer(field, size=64, **nerf.ORBIT_RENDER),
-                        azimuth=(0.0, 360.0, 15.0, 30.0), elevation=(10.0, 70.0, 5.0, 30.0))
-    return measure(box, [box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
-                   [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])
+    render = nerf.orbit_renderer(field, size=64, **nerf.ORBIT_RENDER)
+    return (lambda: panels.image_sliders(render, azimuth=(0.0, 360.0, 15.0, 30.0),
+                                         elevation=(10.0, 70.0, 5.0, 30.0)),
+            lambda box: list(zip([box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
+                                 [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])))
 
 
 def graf_sliders():
     """Unit 09: shipped GRAF generator, one 64×64 volume render (16 samples per ray) per move."""
     from gen3d_course.models import graf
-    from gen3d_course.viz.image_sliders import image_sliders
+    from gen3d_course.viz import panels
 
     G = graf.load_pretrained()
-    box = image_sliders(graf.image_renderer(G, size=64), azimuth=(0.0, 360.0, 10.0, 30.0),
-                        elevation=(0.0, 60.0, 5.0, 25.0), zs0=(-2.5, 2.5, 0.1, 0.0), za0=(-2.5, 2.5, 0.1, 0.0))
-    return measure(box, [box.controls["azimuth"]] * 4 + [box.controls["zs0"]] * 3 + [box.controls["za0"]] * 3,
-                   [60.0, 90.0, 120.0, 150.0, -1.0, 0.5, 2.0, -1.0, 0.5, 2.0])
+    render = graf.image_renderer(G, size=64)
+    return (lambda: panels.image_sliders(render, azimuth=(0.0, 360.0, 10.0, 30.0),
+                                         elevation=(0.0, 60.0, 5.0, 25.0), zs0=(-2.5, 2.5, 0.1, 0.0),
+                                         za0=(-2.5, 2.5, 0.1, 0.0)),
+            lambda box: list(zip([box.controls["azimuth"]] * 4 + [box.controls["zs0"]] * 3
+                                 + [box.controls["za0"]] * 3,
+                                 [60.0, 90.0, 120.0, 150.0, -1.0, 0.5, 2.0, -1.0, 0.5, 2.0])))
 
 
 PANELS = {"00 gallery (64³ re-mesh)": gallery,
@@ -138,11 +156,23 @@ PANELS = {"00 gallery (64³ re-mesh)": gallery,
 def main() -> None:
     import torch
 
+    from gen3d_course.viz import panels
+
     torch.set_num_threads(1)  # as the notebooks do: parallel kernels lose on small decoders
-    print("| panel | median ms | max ms |\n|---|---:|---:|")
+    print("| panel | live: median ms a move | live: max ms | static: build s | static: bytes |\n"
+          "|---|---:|---:|---:|---:|")
     for name, panel in PANELS.items():
-        times = np.array(panel()) * 1e3
-        print(f"| {name} | {statistics.median(times):.0f} | {times.max():.0f} |")
+        build, moves = panel()
+        os.environ[panels.VIEWS_VARIABLE] = "live"
+        times = np.array(measure(moves(build()))) * 1e3
+        os.environ[panels.VIEWS_VARIABLE] = "static"
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # its own one-line summary
+            figure = build()
+        seconds = time.perf_counter() - start
+        size = len(figure.to_json())
+        assert size <= panels.MAX_BYTES, f"{name}: static figure of {size} bytes"
+        print(f"| {name} | {statistics.median(times):.0f} | {times.max():.0f} | {seconds:.1f} | {size:,} |")
 
 
 if __name__ == "__main__":

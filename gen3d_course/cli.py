@@ -11,7 +11,7 @@ import sys
 
 REQUIRED = ("numpy", "scipy", "torch", "trimesh", "skimage", "sklearn", "matplotlib", "plotly",
             "ipywidgets", "tqdm", "nbformat")
-# Front-end pieces: without them sliders and 3D views show as text in JupyterLab.
+# Front-end pieces of the live panels in JupyterLab; without them panels show their static form.
 WIDGET_FRONTENDS = ("jupyterlab_widgets", "anywidget")
 
 
@@ -43,10 +43,17 @@ def doctor() -> int:
 
         print(f"device      {config.pick_device().type}  (cuda > mps > cpu); "
               f"torch threads {torch.get_num_threads()}")
+        from .viz.panels import VIEWS_VARIABLE, form
+
+        try:
+            print(f"views       {form()} here  (set {VIEWS_VARIABLE}=live|static|auto; auto is live "
+                  f"in JupyterLab and Binder, static on Colab, in VS Code and exports)")
+        except ValueError as err:
+            problems.append(str(err))
         missing_frontends = [m for m in WIDGET_FRONTENDS if _version(m) is None]
         if missing_frontends:
-            print(f"widgets     NOT usable in JupyterLab: {', '.join(missing_frontends)} missing")
-            problems.append(f"widget front-ends missing: {', '.join(missing_frontends)}")
+            print(f"widgets     live panels NOT usable: {', '.join(missing_frontends)} missing "
+                  f"(pip install \"gen3d-course[live]\"); panels show their static form")
         else:
             import plotly.graph_objects as go
 
@@ -61,8 +68,17 @@ def doctor() -> int:
 
 
 def assign(solutions: str, assignments: str) -> int:
-    from .assign import build_assignments
+    """Rewrite the notebooks' badges and install cell from pyproject.toml (in a course checkout:
+    the folder above ``solutions``), then build the assignments."""
+    from pathlib import Path
 
+    from .assign import build_assignments
+    from .links import write_links
+
+    root = Path(solutions).resolve().parent
+    if (root / "pyproject.toml").exists():
+        for path in write_links(root):
+            print(f"relinked {path}")
     for path in build_assignments(solutions, assignments):
         print(f"wrote {path}")
     return 0

@@ -236,29 +236,3 @@ def test_voxel_mesh_of_a_voxelised_sphere_has_the_right_radius():
     assert len(voxel_mesh(np.zeros((8, 8, 8))).faces) == 0
     with pytest.raises(ValueError, match="expected a"):
         voxel_mesh(np.zeros((8, 8)))
-
-
-def test_image_panel_and_sliders_update_in_place():
-    from gen3d_course.viz.widgets import ImagePanel, latent_sliders
-
-    calls = []
-
-    def decode(z):
-        calls.append(z.copy())
-        return np.full((1, 4, 6), float(z[0]))
-
-    box = latent_sliders(decode, 2, panel=ImagePanel(title="t"), value_range=(0, 1))
-    panel = box.panel
-    trace = panel.trace
-    box.sliders[0].value = 0.5
-    assert panel.trace is trace and np.asarray(trace.z).shape == (4, 6)
-    assert np.allclose(trace.z, 0.5) and panel.last_update_s is not None
-    assert len(calls) == 2 and calls[-1][0] == 0.5
-
-    def broken(z):
-        raise RuntimeError("decoder exploded")
-
-    bad = latent_sliders(broken, 1, panel=ImagePanel())
-    assert "decoder exploded" in bad.panel.message.value
-    with pytest.raises(ValueError, match=r"\(H, W\)"):
-        ImagePanel().update(np.zeros((2, 3, 4)))

@@ -2,9 +2,9 @@ import subprocess
 import sys
 
 
-def run(*args, env_mode="fast"):
+def run(*args, env_mode="fast", views="auto"):
     import os
-    env = dict(os.environ, GEN3D_MODE=env_mode)
+    env = dict(os.environ, GEN3D_MODE=env_mode, GEN3D_VIEWS=views)
     return subprocess.run([sys.executable, "-m", "gen3d_course.cli", *args], capture_output=True,
                           text=True, env=env)
 
@@ -12,8 +12,14 @@ def run(*args, env_mode="fast"):
 def test_doctor_reports_ready():
     result = run("doctor")
     assert result.returncode == 0, result.stderr
-    for word in ("torch", "device", "mode        fast", "widgets     usable", "ready."):
+    for word in ("torch", "device", "mode        fast", "views       static here", "widgets     usable",
+                 "ready."):
         assert word in result.stdout
+
+
+def test_doctor_fails_clearly_on_a_bad_views_switch():
+    result = run("doctor", views="widgets")
+    assert result.returncode == 1 and "GEN3D_VIEWS='widgets'" in result.stderr
 
 
 def test_doctor_fails_clearly_on_a_bad_mode():

@@ -1,4 +1,4 @@
-"""Slider explorers for renderers that return colour images (NeRF orbits, GRAF codes and cameras).
+"""The live form of image panels (NeRF orbits, GRAF codes and cameras; ``viz.panels`` picks it).
 
 ``image_sliders(render, azimuth=(0, 360, 10), ...)`` calls ``render(**values)`` on every slider
 move and shows the result in an ``RGBPanel``: one ``ipywidgets.Image`` whose PNG bytes are
@@ -9,49 +9,13 @@ The panel follows ``viz.widgets.MeshPanel``'s protocol: ``update``, ``show_error
 from __future__ import annotations
 
 import html
-import io
 import time
 import traceback
 
 import ipywidgets as widgets
-import numpy as np
 
+from gen3d_course.viz.panels import png_bytes
 from gen3d_course.viz.widgets import PANEL_CLASS
-
-
-def _to_uint8(image) -> np.ndarray:
-    if hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = np.moveaxis(array, 0, -1)  # (C, H, W) → (H, W, C)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"RGBPanel: expected an (H, W, 3), (3, H, W) or (H, W) image, got {array.shape}.")
-    if not np.isfinite(array).all():
-        raise ValueError("RGBPanel: the image contains NaN or inf.")
-    return (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-
-
-def png_bytes(images, scale: int = 4, gap: int = 2) -> bytes:
-    """PNG of one image, or of several side by side (same height), each enlarged ``scale``× (nearest)."""
-    from PIL import Image
-
-    images = images if isinstance(images, (list, tuple)) else [images]
-    arrays = [_to_uint8(im) for im in images]
-    height = max(a.shape[0] for a in arrays)
-    spacer = np.full((height, gap, 3), 255, np.uint8)
-    row = []
-    for a in arrays:
-        pad = np.full((height - a.shape[0], a.shape[1], 3), 255, np.uint8)
-        row += [np.concatenate([a, pad]), spacer]
-    strip = np.concatenate(row[:-1], axis=1).repeat(scale, 0).repeat(scale, 1)
-    buffer = io.BytesIO()
-    Image.fromarray(strip).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class RGBPanel(widgets.VBox):

@@ -1,4 +1,5 @@
-"""Live explorers: sliders and dropdowns that re-decode a shape and redraw it.
+"""Live explorers: sliders and dropdowns that re-decode a shape and redraw it (the live form
+that ``viz.panels`` picks where a widget manager runs).
 
 The point of these widgets is speed of feedback: one plotly FigureWidget is
 created once and its mesh arrays are replaced in place, so a slider move only
@@ -60,52 +61,6 @@ class MeshPanel(widgets.VBox):
         self.message.value = ""
 
 
-class ImagePanel(widgets.VBox):
-    """A FigureWidget with one greyscale Heatmap, plus a line for errors: the image
-    counterpart of MeshPanel, with the same `update` / `show_error` / `clear_error`.
-
-    `update(image)` takes an (H, W) or (1, H, W) array (torch or numpy), replaces
-    the heatmap's values in place (row 0 at the top, as imshow) and records the
-    time in `last_update_s`. The colour range stays fixed at `value_range`, so
-    brightness changes between codes remain visible.
-    """
-
-    def __init__(self, image=None, title="", value_range=(0.0, 1.0), size=260):
-        import plotly.graph_objects as go
-
-        self.base_title = title
-        self.fig = go.FigureWidget(go.Heatmap(
-            z=np.zeros((2, 2)), colorscale="gray", zmin=value_range[0], zmax=value_range[1],
-            showscale=False, hoverinfo="skip"))
-        self.fig.update_layout(
-            width=size, height=size + 30, margin=dict(l=0, r=0, b=0, t=30),
-            title=dict(text=title, x=0.5, font=dict(size=14)),
-            xaxis=dict(visible=False, constrain="domain"),
-            yaxis=dict(visible=False, autorange="reversed", scaleanchor="x"))
-        self.trace = self.fig.data[0]
-        self.message = widgets.HTML()
-        self.last_update_s = None
-        super().__init__([self.fig, self.message])
-        if image is not None:
-            self.update(image)
-
-    def update(self, image):
-        """Replace the shown image; it must be 2D after dropping a leading channel axis."""
-        start = time.perf_counter()
-        values = np.asarray(views3d._numpy(image), dtype=float)
-        if values.ndim == 3 and values.shape[0] == 1:
-            values = values[0]
-        if values.ndim != 2:
-            raise ValueError(f"ImagePanel.update: expected an (H, W) or (1, H, W) image, "
-                             f"got shape {values.shape}.")
-        with self.fig.batch_update():
-            self.trace.z = values
-        self.last_update_s = time.perf_counter() - start
-
-    show_error = MeshPanel.show_error
-    clear_error = MeshPanel.clear_error
-
-
 def _redraw(panel, make, *args, **kwargs):
     """Call `make` and draw its mesh, or report its exception in the panel."""
     try:
@@ -129,8 +84,8 @@ def latent_sliders(decode, dim, *, names=None, value_range=(-3, 3), step=0.1, z0
     min(dim, 16)); the others stay at `z0` (default zeros). The returned VBox
     exposes `.panel`, `.sliders` and the current code `.z`; setting a slider's
     `.value` from code redraws exactly as dragging does.
-    `panel` replaces the default MeshPanel, e.g. `ImagePanel()` for a decoder
-    that returns an image; `decode` then returns what that panel's `update` takes.
+    `panel` replaces the default MeshPanel, e.g. `image_sliders.RGBPanel()` for a
+    decoder that returns an image; `decode` then returns what that panel's `update` takes.
     """
     z = np.zeros(dim, np.float32) if z0 is None else _float32(z0).copy()
     n = min(dim, 16) if n_sliders is None else n_sliders

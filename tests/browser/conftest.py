@@ -39,7 +39,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "lectures", root / "lectures")
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, GEN3D_MODE="fast", OMP_NUM_THREADS="1",
+    # GEN3D_VIEWS=auto: a kernel of a Jupyter server must choose the live panels by itself.
+    env = dict(os.environ, GEN3D_MODE="fast", OMP_NUM_THREADS="1", GEN3D_VIEWS="auto",
                JUPYTER_CONFIG_DIR=str(root / ".jupyter"))
     log = open(root / "lab.log", "w")
     server = subprocess.Popen(
