@@ -11,12 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10: Sphinx brings tomli there
-    import tomli as tomllib
-
 import plotly
+from gen3d_course import links
 from gen3d_course.config import mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,21 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # needed) and plotly figures as HTML for the page's plotly.js (kernel_startup.py).
 os.environ["GEN3D_VIEWS"] = "static"
 os.environ["PYTHONSTARTUP"] = str(Path(__file__).with_name("kernel_startup.py"))
-
-
-def _repository() -> tuple[str, str]:
-    """(GitHub URL, branch): pyproject's [project.urls] if it names GitHub, else the README's
-    Binder badge, so the launch links follow the one repository setting."""
-    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("urls", {})
-    for url in urls.values():
-        if url.startswith("https://github.com/"):
-            return url.rstrip("/").removesuffix(".git"), "main"
-    badge = re.search(r"mybinder\.org/v2/gh/([^/]+)/([^/]+)/([^?)\s]+)",
-                      (ROOT / "README.md").read_text())
-    return f"https://github.com/{badge[1]}/{badge[2]}", badge[3]
-
-
-REPOSITORY, BRANCH = _repository()
 
 
 def _sync_lectures() -> None:
@@ -86,8 +67,8 @@ autodoc_typehints = "description"
 html_theme = "sphinx_book_theme"
 html_title = "gen3d-course"
 html_theme_options = {
-    "repository_url": REPOSITORY,
-    "repository_branch": BRANCH,
+    "repository_url": links.repository(ROOT),  # the launch buttons follow [project.urls]
+    "repository_branch": links.BRANCH,
     "path_to_docs": "",  # lectures/NN.ipynb on the site is lectures/NN.ipynb in the repository
     "use_repository_button": True,
     "launch_buttons": {"binderhub_url": "https://mybinder.org",
