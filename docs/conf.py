@@ -47,7 +47,6 @@ copyright = author
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.autosummary", "sphinx.ext.mathjax"]
 exclude_patterns = ["**/.ipynb_checkpoints"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
-myst_heading_anchors = 3
 
 # Execution: one notebook at a time (Sphinx reads serially), cached per run mode, so fast-mode
 # outputs (CI) never stand in for lecture-mode ones. A failing cell stops the build, naming

@@ -86,6 +86,10 @@ def test_lecture_page_offline(site, browser, artifacts, lecture):
     page = _offline_page(browser)
     page.goto(f"{site}/lectures/{lecture}.html", wait_until="load")
     page.screenshot(path=str(artifacts / f"site_{lecture}.png"))
+    notebook = f"lectures/{lecture}.ipynb"
+    for launcher in ("mybinder.org/v2/gh/", "colab.research.google.com/github/"):
+        assert page.locator(f"a[href*='{launcher}'][href$='{notebook}']").count() >= 1, \
+            f"no link opening {notebook} through {launcher}"
 
     images = page.locator(".cell_output img")
     assert images.count() >= 1, "no image (matplotlib PNG) on the page"
