@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import plotly
+from docutils import nodes
 from gen3d_course import links
 from gen3d_course.config import mode
 
@@ -98,14 +99,12 @@ def _copy_offline_assets(app, exception):
 def _plotly_where_needed(app, pagename, templatename, context, doctree):
     """plotly.js (4.7 MB) only on pages that draw a plotly figure."""
     if "plotly-graph-div" in context.get("body", ""):
-        app.add_js_file("plotly.min.js", priority=100)
+        app.add_js_file("plotly.min.js")  # in <head>, before the figures' inline scripts
 
 
 def _remote_images_as_text(app, doctree, docname):
     """A remote image (the notebooks' Binder/Colab badges) becomes its alt text, still a link:
     the site loads nothing from outside."""
-    from docutils import nodes
-
     for image in list(doctree.findall(nodes.image)):
         if image["uri"].startswith(("http://", "https://")):
             image.replace_self(nodes.Text(image.get("alt", "")))

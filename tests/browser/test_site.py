@@ -84,7 +84,9 @@ def test_lecture_page_offline(site, browser, artifacts, lecture):
     size = (SITE / "lectures" / f"{lecture}.html").stat().st_size
     assert size < MAX_PAGE_BYTES, f"the page is {size / 1e6:.1f} MB"
     page = _offline_page(browser)
-    page.goto(f"{site}/lectures/{lecture}.html", wait_until="load")
+    # SwiftShader draws every WebGL figure on the CPU while the page loads: at load 12 on two
+    # cores some pages took over 30 s (about 5 s on a quiet machine).
+    page.goto(f"{site}/lectures/{lecture}.html", wait_until="load", timeout=180_000)
     page.screenshot(path=str(artifacts / f"site_{lecture}.png"))
     notebook = f"lectures/{lecture}.ipynb"
     for launcher in ("mybinder.org/v2/gh/", "colab.research.google.com/github/"):
@@ -98,8 +100,8 @@ def test_lecture_page_offline(site, browser, artifacts, lecture):
     assert broken == 0, f"{broken} images did not load"
 
     page.wait_for_function(f"() => {FIGURES}.every(gd => gd._fullLayout)", timeout=60_000)
-    drawn = page.evaluate(f"""() => {FIGURES}.filter(gd =>
-        gd.querySelector('canvas') || gd.querySelector('.overplot path, .overplot image')).length""")
+    drawn = page.evaluate(f"""() => {FIGURES}.filter(gd => gd.querySelector('canvas')
+        || gd.querySelector('.overplot path, .overplot image')).length""")
     if lecture in MATPLOTLIB_ONLY:
         assert page.locator(".js-plotly-plot").count() == 0, f"{lecture} has plotly figures now: " \
             "take it off MATPLOTLIB_ONLY"
