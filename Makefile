@@ -7,14 +7,14 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 JOBS   ?= 2
 
-.PHONY: setup browser lab test test-unit assign benchmark doctor clean
+.PHONY: setup browser lab test test-unit book assign benchmark doctor clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -e ".[lab,test]"
+	$(PY) -m pip install -e ".[lab,test,book]"
 	touch $(STAMP)
 
 lab: setup
@@ -27,7 +27,8 @@ assign: setup
 	$(VENV)/bin/gen3d-course assign
 
 # Unit tests and every lecture and solution notebook (nbval, fast mode) in one pytest run,
-# then the browser tests (a real JupyterLab in headless Chromium) on their own.
+# then the course website in fast mode, then the browser tests (a real JupyterLab and the
+# website in headless Chromium) on their own.
 # Assignments run in tests/test_assignments.py, which expects each of their checks to fail.
 # One torch thread per worker: two multi-threaded workers on two cores slow each other badly.
 NOTEBOOKS = $(wildcard lectures/*.ipynb solutions/*.ipynb)
@@ -35,6 +36,7 @@ test: setup browser
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  -n $(JOBS) --dist loadscope -m "not browser" tests $(NOTEBOOKS)
+	GEN3D_MODE=fast $(MAKE) book
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -m browser tests/browser
 
 # `make test-unit U=08`: one unit's library tests, its lecture and solution (nbval) and the check
@@ -58,6 +60,13 @@ test-unit: setup
 	  $(UNIT_TESTS_$(U)) $(wildcard lectures/$(U)_*.ipynb solutions/$(U)_*.ipynb) \
 	  $(foreach s,$(UNIT_SOLUTIONS),"tests/test_assignments.py::test_every_check_fails_on_the_untouched_assignment[$(s)]")
 
+# The course website in _build/site: lectures executed in the run mode GEN3D_MODE names
+# (lecture by default), one at a time with one torch thread, cached per mode in _build/ so a
+# rebuild re-runs only the notebooks whose code changed (after a change to the library or to
+# docs/kernel_startup.py, delete _build/jupyter_cache to re-run all). Configuration: docs/conf.py.
+book: setup
+	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -q -d _build/doctrees docs _build/site
+
 # Debian's Chromium for the browser tests; where it cannot be installed they are skipped.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -69,4 +78,4 @@ benchmark: setup
 	$(PY) benchmarks/sliders.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache _build docs/lectures docs/_autosummary
