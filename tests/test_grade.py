@@ -12,7 +12,7 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gen3d_course import grade as grader
+from gen3d_course.grade import batch as grader
 from gen3d_course.assign import make_assignment
 from gen3d_course.cli import main
 from gen3d_course.grade import (NOTEBOOK_ROW, GradeError, Run, csv_text, grade, load_unit,
@@ -122,7 +122,8 @@ def course(tmp_path_factory):
             f"marker = {MARKER[:7]!r} + {MARKER[7:]!r}\n"
             "hits = [os.path.join(d, f) for top in {os.getcwd(), os.path.dirname(os.getcwd())}\n"
             "        for d, _, files in os.walk(top) for f in files\n"
-            "        if marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
+            "        if os.path.isfile(os.path.join(d, f))  # not the kernel's sockets\n"
+            "        and marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
             f"json.dump({{'listing': os.listdir(), 'hits': hits}}, open({str(spy)!r}, 'w'))"))]),
         "untouched": assignment,
         "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"}),

@@ -1,0 +1,58 @@
+"""Grade submitted assignment notebooks: run each one under nbval and score its question cells.
+
+Layout: ``SUBMISSIONS/<student>/NN_topic.ipynb``, matched by file name to the released
+``assignments/NN_topic.ipynb`` (a copy such as ``NN_topic (1).ipynb`` is accepted when it is the
+only candidate). The released assignment is the reference: it says which cells are the checks
+(tags ``question:<id>`` and ``points:<n>``) and what each check cell must contain.
+
+How one notebook is graded
+1. It is read; a file that is not notebook JSON scores 0 on every question (status ``invalid``).
+2. Each released check cell is found in it (by its question tag, then by cell id, then by
+   identical source). A check cell whose source or tags differ from the released one (or which
+   was deleted) is flagged ``edited`` and the released cell is put back for the run: an edited
+   check can neither pass by itself nor go unnoticed, and the points shown are those the
+   released check gave.
+3. The graded copy holds the student's code cells in their order, outputs cleared; the check
+   cells lose ``raises-exception``, so a check that raises fails, exactly as the check cells of
+   a solution fail under ``make test``. Hidden checks, if any, are appended (see below).
+4. ``python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=T`` runs the copy in
+   a subprocess with its own kernel (``GEN3D_MODE=fast``, ``OMP_NUM_THREADS=1``), in an empty
+   private temporary folder, under a total wall-clock cap; when the cap is hit the whole process
+   tree (pytest, kernel, anything the notebook started) is killed.
+5. :mod:`.plugin` is the pytest plugin of that run (``-p gen3d_course.grade.plugin``): it writes one
+   JSON line per cell as soon as nbval reports it, so a run killed half-way still reports the
+   cells it finished. Lines are signed with a key handed over through a pipe that is closed
+   before the kernel starts, so notebook code cannot forge a passing result.
+6. A question scores its points when nbval passes its cell. Everything else is a status with a
+   reason: ``failed`` (the check's message), ``timeout`` (the per-cell limit), ``kernel-died``,
+   ``not-run`` (the notebook was stopped before the cell), ``missing``, ``invalid``, ``edited``.
+   One extra row per notebook (question ``(notebook)``, 0 of 0 points) says how the run went:
+   errors in other cells, a cell that timed out, a dead kernel, the time cap, megabytes of output.
+
+Hidden checks: ``HIDDEN/NN_topic.py`` in jupytext "percent" format. Cells start at ``# %%``
+lines; a cell whose header has ``tags=["question:<id>", "points:<n>"]`` is a graded check, any
+other cell is setup. They are appended after the student's last cell and run in the same
+kernel, against the student's functions. Their source is only on disk between writing the graded
+copy and pytest's collection of it: the plugin deletes the file before the kernel starts, the
+private folder is removed after the run, and nothing of it reaches ``--out``.
+
+Re-running ``grade`` resumes: a notebook is graded again only when the submission, the released
+assignment or the hidden checks changed, when the grader failed on it, or with ``rerun=True``.
+``grades.csv`` and the feedback files are replaced atomically (temporary file + rename), so an
+interrupted run leaves the previous complete file, never a truncated one.
+
+The grader is not a sandbox: notebook code runs with the instructor's permissions. For high
+stakes, run ``gen3d-course grade`` in a container or as a user that cannot read anything else.
+"""
+from __future__ import annotations
+
+from .batch import Result, grade, grade_notebook, main_grade
+from .constants import FIELDS, NOTEBOOK_ROW, GradeError
+from .outputs import csv_text, feedback_text, write_atomic
+from .run import Run, Settings, remove_stale_runs, run_nbval
+from .units import Check, Unit, load_unit, parse_hidden, prepare, read_submission
+
+__all__ = ["FIELDS", "NOTEBOOK_ROW", "Check", "GradeError", "Result", "Run", "Settings", "Unit",
+           "csv_text", "feedback_text", "grade", "grade_notebook", "load_unit", "main_grade",
+           "parse_hidden", "prepare", "read_submission", "remove_stale_runs", "run_nbval",
+           "write_atomic"]

@@ -1,0 +1,22 @@
+"""Names shared by the grader and the pytest plugin inside its child process (no imports: no cycle)."""
+from __future__ import annotations
+
+FIELDS = ("student", "unit", "question", "points", "max", "status", "message")
+NOTEBOOK_ROW = "(notebook)"  # not a valid question id, so it can never clash with one
+FLOOD_BYTES = 1_000_000  # output of one cell beyond this is reported
+MESSAGE_CHARS = 1500
+GRADER_VERSION = "1"  # part of every fingerprint: bump it to re-grade everything
+
+# How a notebook run went, most severe first; the (notebook) row shows the worst.
+SEVERITY = ("invalid", "missing", "grader-error", "time-limit", "kernel-died", "timeout",
+            "tampered", "edited", "errors", "output-flood", "ok")
+
+ENV_RESULTS = "GEN3D_GRADE_RESULTS"
+ENV_KEY_FD = "GEN3D_GRADE_KEY_FD"
+ENV_NOTEBOOK = "GEN3D_GRADE_NOTEBOOK"
+ENV_RUN = "GEN3D_GRADE_RUN"  # inherited by everything the run starts: finds leftovers to kill
+
+
+class GradeError(ValueError):
+    """The grading run itself cannot start (bad folders, malformed hidden checks)."""
+

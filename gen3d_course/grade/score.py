@@ -1,0 +1,118 @@
+"""Rows of grades.csv from what the plugin reported for each cell."""
+from __future__ import annotations
+
+from .constants import FLOOD_BYTES, MESSAGE_CHARS, NOTEBOOK_ROW, SEVERITY
+from .run import Run, Settings
+from .units import Prepared, Unit
+
+
+def _clip(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
+def _rows(student: str, unit: Unit, status_by_check: dict[str, tuple[int, str, str]],
+          notebook_status: str, notebook_message: str) -> list[dict]:
+    rows = []
+    for check in unit.checks:
+        points, status, message = status_by_check[check.id]
+        rows.append({"student": student, "unit": unit.stem, "question": check.id,
+                     "points": points, "max": check.points, "status": status,
+                     "message": _clip(message)})
+    rows.append({"student": student, "unit": unit.stem, "question": NOTEBOOK_ROW, "points": 0,
+                 "max": 0, "status": notebook_status, "message": _clip(notebook_message)})
+    return rows
+
+
+def unrun_rows(student: str, unit: Unit, status: str, message: str) -> list[dict]:
+    """Every question scores 0 with the same reason (missing or invalid notebook)."""
+    return _rows(student, unit, {c.id: (0, status, message) for c in unit.checks}, status, message)
+
+
+def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Settings,
+          note: str = "") -> list[dict]:
+    """Turn nbval's per-cell results into rows (module docstring, step 6)."""
+    issues: dict[str, list[str]] = {}
+
+    def where(number: int) -> str:
+        role, what = prepared.roles[number]
+        if role == "student":
+            return f"code cell {what[0]} (`{what[1]}`)"
+        if role == "hidden-setup":
+            return f"hidden setup cell {what}"
+        return f"the check of {what}"
+
+    stop = None  # why the kernel was gone for every cell after this point
+    for number in sorted(run.records):
+        record, kind = run.records[number], run.records[number]["kind"]
+        if stop is None and (kind in ("kernel-died", "kernel-dead") or not record["alive"]):
+            if kind == "timeout":
+                stop = ("timeout", f"{where(number)} exceeded the {settings.timeout:g} s per-cell "
+                                   "limit and ignored the interrupt, so the kernel was stopped")
+            elif kind == "kernel-dead" and number > 0:
+                stop = ("kernel-died", f"the kernel died after {where(number - 1)}")
+            else:
+                stop = ("kernel-died", f"the kernel died in {where(number)}")
+            issues.setdefault(stop[0], []).append(stop[1])
+        elif kind == "timeout":
+            issues.setdefault("timeout", []).append(
+                f"{where(number)} exceeded the {settings.timeout:g} s per-cell limit")
+        elif kind == "setup-error" and "grader-error" not in issues:
+            issues["grader-error"] = [f"nbval could not start the kernel: {record['message']}"]
+        elif prepared.roles[number][0] in ("student", "hidden-setup") and kind in ("ok", "error") \
+                and (record["error"] or kind == "error"):
+            issues.setdefault("errors", []).append(
+                f"{where(number)} raised {record['error'] or record['message']}")
+        if record["output_bytes"] > FLOOD_BYTES:
+            issues.setdefault("output-flood", []).append(
+                f"{where(number)} printed {record['output_bytes'] / 1e6:.1f} MB "
+                f"(more than {FLOOD_BYTES / 1e6:g} MB)")
+    if run.killed:
+        issues.setdefault("time-limit", []).append(
+            f"the notebook was stopped at its {settings.notebook_timeout:g} s time limit")
+    if run.forged:
+        issues.setdefault("tampered", []).append(
+            f"{run.forged} result line(s) not written by the grader were ignored")
+    if not run.killed and (not run.collected or run.returncode not in (0, 1)):
+        issues.setdefault("grader-error", []).append(
+            f"the nbval run ended abnormally (exit code {run.returncode}): {run.tail[-500:]}")
+    if prepared.edited:
+        issues.setdefault("edited", []).append(
+            "check cells differ from the released ones: " + ", ".join(sorted(prepared.edited)))
+
+    cell_of = {what: n for n, (role, what) in enumerate(prepared.roles) if role in ("check", "hidden")}
+    status_by_check = {}
+    for check in unit.checks:
+        record = run.records.get(cell_of[check.id])
+        kind = record["kind"] if record else None
+        if record is None:
+            status, message = "not-run", (
+                f"not reached: the notebook was stopped at its {settings.notebook_timeout:g} s "
+                "time limit" if run.killed else "not run (see the notebook row)")
+        elif kind == "ok":
+            status, message = "passed", ""
+        elif kind == "timeout":
+            status, message = "timeout", f"the check did not finish within {settings.timeout:g} s"
+        elif kind == "kernel-died":
+            status, message = "kernel-died", "the kernel died while this check ran"
+        elif kind == "kernel-dead" and stop is not None:
+            status, message = ("kernel-died" if stop[0] == "kernel-died" else "not-run",
+                               f"not run: {stop[1]}")
+        elif kind in ("kernel-dead", "setup-error", "skipped"):
+            status, message = "not-run", f"not run: {record['message'] or kind}"
+        else:
+            status, message = "failed", record["error"] or record["message"] or "the check failed"
+        points = check.points if status == "passed" else 0
+        if check.id in prepared.edited:
+            message = f"{prepared.edited[check.id]}; with it, the check {status}" + (
+                f": {message}" if message else "")
+            status = "edited"
+        status_by_check[check.id] = (points, status, message)
+
+    worst = next((s for s in SEVERITY if s in issues), "ok")
+    parts = [note] if note else []
+    for kind in sorted(issues, key=SEVERITY.index):
+        texts = issues[kind]
+        parts.append("; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else ""))
+    parts.append(f"ran in {run.seconds:.0f} s")
+    return _rows(student, unit, status_by_check, worst, ". ".join(parts))
