@@ -118,6 +118,13 @@ def main(argv=None) -> int:
                          help="grade again the notebooks an earlier run finished")
     p_grade.add_argument("--unit", action="append",
                          help="grade only this assignment (repeatable; default: all submitted)")
+    p_grade.add_argument("--memory", type=float, default=4.0,
+                         help="GiB of address space per process in a submission's sandbox")
+    p_grade.add_argument("--uses-reference", choices=("flag", "zero"), default="flag",
+                         help="an answer that calls the library's own reference function: "
+                              "flag it (default) or score it 0")
+    p_grade.add_argument("--unsafe", action="store_true",
+                         help="run notebooks without a sandbox, with your permissions (no bwrap)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()

@@ -9,8 +9,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import sandbox
 from .constants import GradeError
+from .judge import judge
 from .outputs import csv_text, feedback_text, load_state, save_state, write_atomic
+from .reference import targets, uses
 from .run import Settings, remove_stale_runs, run_nbval
 from .score import score, unrun_rows
 from .units import Unit, load_unit, prepare, read_submission
@@ -26,8 +29,28 @@ def grade_notebook(student: str, unit: Unit, path: Path | None, settings: Settin
     except ValueError as err:
         return unrun_rows(student, unit, "invalid", f"{path.name}: {err}")
     prepared = prepare(unit, nb)
-    run = run_nbval(prepared.notebook, unit.name, settings)
-    return score(student, unit, prepared, run, settings, note)
+    stations = [[c for c in unit.checks if c.id == what] if role == "check"
+                else [c for c in unit.checks if c.hidden]
+                for role, what in prepared.roles if role in ("check", "hidden")]
+    setup = [source for source, qid in unit.hidden_cells if qid is None]
+    verdicts: dict = {}
+
+    def station(index: int, kernel) -> str | None:
+        if index >= len(stations):  # a connection the notebook made itself: it judges nothing
+            return None
+        checks = stations[index]
+        verdicts.update(judge(kernel, unit, checks, setup if checks and checks[0].hidden else []))
+        rerun = [c for c in checks if not c.hidden and verdicts[c.id].status == "not-data"]
+        return rerun[0].source if rerun else None
+
+    run = run_nbval(prepared.notebook, unit.name, settings, station)
+    students_code = [(what[0], prepared.notebook.cells[n].source)
+                     for n, (role, what) in enumerate(prepared.roles) if role == "student"]
+    wanted = {c.id: targets(c.source, unit.imports) for c in unit.checks if not c.hidden}
+    found = uses(students_code, set().union(*wanted.values()))
+    delegated = {qid: "; ".join(found[n] for n in sorted(names & set(found)))
+                 for qid, names in wanted.items() if names & set(found)}
+    return score(student, unit, prepared, run, settings, verdicts, delegated, note)
 
 
 def notebooks_in(folder: Path) -> list[Path]:
@@ -79,7 +102,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
           timeout: float = 300.0, notebook_timeout: float = 900.0, jobs: int = 1,
-          rerun: bool = False, units=None, scratch=None, log=print) -> Result:
+          rerun: bool = False, units=None, scratch=None, unsafe: bool = False,
+          memory_gb: float = 4.0, uses_reference: str = "flag", log=print) -> Result:
     """Grade every ``submissions/<student>/`` folder; write ``out/grades.csv`` and feedback.
 
     ``units`` restricts grading to those assignment names (default: every assignment that at
@@ -98,8 +122,13 @@ def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
             raise GradeError(f"--hidden {hidden} is not a folder")
         if _inside(hidden, submissions) or _inside(hidden, out):
             raise GradeError(f"--hidden {hidden} must be outside the submissions and --out folders")
-    if timeout <= 0 or notebook_timeout <= 0 or jobs < 1:
-        raise GradeError("timeouts must be positive and jobs at least 1")
+    if timeout <= 0 or notebook_timeout <= 0 or jobs < 1 or memory_gb <= 0:
+        raise GradeError("timeouts and memory must be positive and jobs at least 1")
+    if uses_reference not in ("flag", "zero"):
+        raise GradeError(f"uses_reference must be 'flag' or 'zero', not {uses_reference!r}")
+    if not unsafe and sandbox.problem():
+        raise GradeError(f"no sandbox: {sandbox.problem()}; install bubblewrap (`make sandbox`) "
+                         "or pass --unsafe to run notebooks with your own permissions")
     released = {p.name: p for p in sorted(assignments.glob("*.ipynb"))}
     students = sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not students:
@@ -121,7 +150,8 @@ def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
     if hidden is not None:
         for extra in sorted(set(p.stem for p in hidden.glob("*.py")) - {Path(n).stem for n in released}):
             log(f"warning: {hidden / (extra + '.py')} matches no released assignment")
-    settings = Settings(timeout=timeout, notebook_timeout=notebook_timeout, scratch=scratch)
+    settings = Settings(timeout=timeout, notebook_timeout=notebook_timeout, scratch=scratch,
+                        unsafe=unsafe, memory_gb=memory_gb, uses_reference=uses_reference)
     remove_stale_runs(scratch)
     state_dir = out / "results"
     states = {s: load_state(state_dir / f"{s}.json") for s in students}
@@ -201,7 +231,8 @@ def main_grade(args) -> int:
     try:
         result = grade(args.submissions, assignments=args.assignments, hidden=args.hidden,
                        out=args.out, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
-                       jobs=args.jobs, rerun=args.rerun, units=args.unit)
+                       jobs=args.jobs, rerun=args.rerun, units=args.unit, unsafe=args.unsafe,
+                       memory_gb=args.memory, uses_reference=args.uses_reference)
     except GradeError as err:
         print(f"gen3d-course grade: {err}", file=sys.stderr)
         return 2

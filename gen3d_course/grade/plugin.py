@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from .constants import ENV_KEY_FD, ENV_NOTEBOOK, ENV_RESULTS
+from .constants import ENV_KEY_FD, ENV_RESULTS
 from .run import sign
 
 
@@ -17,8 +17,7 @@ def pytest_configure(config):
         return
     with os.fdopen(int(os.environ.pop(ENV_KEY_FD)), "rb") as fh:
         key = fh.read()
-    notebook = os.environ.pop(ENV_NOTEBOOK)
-    config.pluginmanager.register(_recorder(results, key, notebook), "gen3d-grade-recorder")
+    config.pluginmanager.register(_recorder(results, key), "gen3d-grade-recorder")
     _detect_dead_kernels()
     from ..kernels import use_ipc_kernels_in_nbval
 
@@ -65,7 +64,7 @@ def _detect_dead_kernels() -> None:
     RunningKernel.get_message = get_message
 
 
-def _recorder(results: str, key: bytes, notebook: str):
+def _recorder(results: str, key: bytes):
     import pytest
 
     class Recorder:
@@ -77,9 +76,6 @@ def _recorder(results: str, key: bytes, notebook: str):
             self.out.flush()
 
         def pytest_collection_finish(self, session):
-            # nbval holds the notebook in memory now and no cell has run: the file, hidden
-            # checks included, goes before any student code can look for it.
-            os.remove(notebook)
             self.write({"event": "collected", "items": len(session.items)})
 
         @pytest.hookimpl(wrapper=True)

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import nbformat
 
-from .constants import ENV_KEY_FD, ENV_NOTEBOOK, ENV_RESULTS, ENV_RUN
+from . import sandbox
+from .constants import ENV_HARNESS, ENV_KEY_FD, ENV_RESULTS, ENV_RUN
 
 
 @dataclass
@@ -91,6 +93,9 @@ class Settings:
     timeout: float = 300.0  # per cell, as nbval's --nbval-cell-timeout
     notebook_timeout: float = 900.0  # whole notebook, kernel start included
     scratch: str | None = None  # parent of the private run folders (default: the system temp)
+    unsafe: bool = False  # run notebooks with the grader's own permissions (no sandbox)
+    memory_gb: float = 4.0  # address-space cap of each process in the sandbox
+    uses_reference: str = "flag"  # an answer that calls the library's reference: "flag" or "zero"
     stopping: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
 
 
@@ -114,12 +119,18 @@ def remove_stale_runs(scratch: str | None = None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
-    """Run one graded copy under nbval in a subprocess (module docstring, steps 4-5)."""
+def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=None) -> Run:
+    """Run one graded copy under nbval in a subprocess (package docstring, steps 4-5).
+
+    Each harness cell of the copy connects to a socket of this process; ``station(index,
+    kernel)`` then judges that cell's checks (:mod:`.judge`) and may return a released check's
+    source for the kernel to run itself (a check that is not plain data).
+    """
     work = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=settings.scratch))
+    listener = None
     try:
         (work / "owner").write_text(str(os.getpid()))
-        run_dir = work / "run"  # the kernel's working directory: empty once collected
+        run_dir = work / "run"  # the kernel's working directory
         run_dir.mkdir()
         (work / "pytest.ini").write_text("[pytest]\n")
         results = work / "results.jsonl"
@@ -127,41 +138,57 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
         notebook = run_dir / name
         with open(notebook, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(work / "harness.sock"))
+        listener.listen(1)
+        listener.settimeout(0.25)
         key, token = secrets.token_bytes(32), secrets.token_hex(16)
         read_end, write_end = os.pipe()
         # TMPDIR: the kernel's sockets and the notebook's temporary files go where the run's
         # clean-up removes them, even when the run is killed.
-        env = dict(os.environ, GEN3D_MODE="fast", OMP_NUM_THREADS="1", TMPDIR=str(work),
-                   PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-                   **{ENV_RESULTS: str(results), ENV_KEY_FD: str(read_end),
-                      ENV_NOTEBOOK: str(notebook), ENV_RUN: token})
-        command = [sys.executable, "-c", _PYTEST_MAIN, "-p", "nbval.plugin", "-p", "gen3d_course.grade.plugin",
-                   "-p", "no:cacheprovider", "-c", str(work / "pytest.ini"), "--rootdir", str(work),
-                   "-q", "--tb=no", "-rN", "--color=no", "--nbval-lax", "--nbval-current-env",
+        ours = {"GEN3D_MODE": "fast", "OMP_NUM_THREADS": "1", "TMPDIR": str(work),
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", ENV_RESULTS: str(results),
+                ENV_KEY_FD: str(read_end), ENV_HARNESS: str(work / "harness.sock"), ENV_RUN: token}
+        command = [sys.executable, "-c", _PYTEST_MAIN, "-p", "nbval.plugin", "-p",
+                   "gen3d_course.grade.plugin", "-p", "no:cacheprovider", "-c",
+                   str(work / "pytest.ini"), "--rootdir", str(work), "-q", "--tb=no", "-rN",
+                   "--color=no", "--nbval-lax", "--nbval-current-env",
                    f"--nbval-cell-timeout={settings.timeout:g}", str(notebook)]
+        if settings.unsafe:
+            env, preexec = dict(os.environ, **ours), None
+        else:
+            env = sandbox.environment(ours)
+            command = sandbox.command(command, work, work, env)
+            preexec = sandbox.limit_memory(int(settings.memory_gb * 2**30))
         start = time.monotonic()
         with os.fdopen(write_end, "wb") as key_pipe:
             try:
                 proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        pass_fds=(read_end,), start_new_session=True)
+                                        pass_fds=(read_end,), start_new_session=True,
+                                        preexec_fn=preexec)
             finally:
                 os.close(read_end)
             tail = _Tail(proc.stdout)
             tail.start()
             key_pipe.write(key)
-        killed = False
+        killed, stations = False, 0
         try:  # wait in slices: the time cap and Ctrl-C (another thread) both stop the run
-            while True:
-                try:
-                    proc.wait(timeout=0.5)
+            while proc.poll() is None:
+                if settings.stopping.is_set():
                     break
-                except subprocess.TimeoutExpired:
-                    if settings.stopping.is_set():
-                        break
-                    if time.monotonic() - start > settings.notebook_timeout:
-                        killed = True
-                        break
+                cap = start + settings.notebook_timeout
+                if time.monotonic() > cap:
+                    killed = True
+                    break
+                try:
+                    conn, _ = listener.accept()
+                except (socket.timeout, BlockingIOError):
+                    continue
+                with conn:
+                    deadline = min(time.monotonic() + settings.timeout, cap)
+                    _serve_station(conn, stations, station, deadline)
+                stations += 1
         finally:
             _kill_tree(proc, token)
             tail.join(timeout=5)
@@ -186,5 +213,21 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings) -> Run:
                         records[cell] = record
         return Run(records, collected, killed, forged, proc.returncode, seconds, tail.text())
     finally:
+        if listener is not None:
+            listener.close()
         shutil.rmtree(work, ignore_errors=True)
 
+
+def _serve_station(conn: socket.socket, index: int, station, deadline: float) -> None:
+    """One harness cell: read its hello, let ``station`` judge, then release the cell."""
+    from .judge import Kernel
+    from .wire import InvalidData, receive, send
+
+    conn.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        receive(conn)  # the hello; its content is the kernel's and means nothing
+        source = station(index, Kernel(conn, deadline)) if station else None
+        conn.settimeout(5)
+        send(conn, {"op": "run", "source": source} if source else {"op": "done"})
+    except (OSError, EOFError, InvalidData):
+        pass  # the kernel went away: its checks were judged from what it answered, if anything

@@ -30,7 +30,7 @@ def unrun_rows(student: str, unit: Unit, status: str, message: str) -> list[dict
 
 
 def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Settings,
-          note: str = "") -> list[dict]:
+          verdicts: dict, delegated: dict, note: str = "") -> list[dict]:
     """Turn nbval's per-cell results into rows (module docstring, step 6)."""
     issues: dict[str, list[str]] = {}
 
@@ -38,8 +38,8 @@ def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Sett
         role, what = prepared.roles[number]
         if role == "student":
             return f"code cell {what[0]} (`{what[1]}`)"
-        if role == "hidden-setup":
-            return f"hidden setup cell {what}"
+        if role == "hidden":
+            return "the hidden checks"
         return f"the check of {what}"
 
     stop = None  # why the kernel was gone for every cell after this point
@@ -59,7 +59,7 @@ def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Sett
                 f"{where(number)} exceeded the {settings.timeout:g} s per-cell limit")
         elif kind == "setup-error" and "grader-error" not in issues:
             issues["grader-error"] = [f"nbval could not start the kernel: {record['message']}"]
-        elif prepared.roles[number][0] in ("student", "hidden-setup") and kind in ("ok", "error") \
+        elif prepared.roles[number][0] == "student" and kind in ("ok", "error") \
                 and (record["error"] or kind == "error"):
             issues.setdefault("errors", []).append(
                 f"{where(number)} raised {record['error'] or record['message']}")
@@ -80,33 +80,42 @@ def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Sett
         issues.setdefault("edited", []).append(
             "check cells differ from the released ones: " + ", ".join(sorted(prepared.edited)))
 
-    cell_of = {what: n for n, (role, what) in enumerate(prepared.roles) if role in ("check", "hidden")}
+    cell_of = {what: n for n, (role, what) in enumerate(prepared.roles) if role == "check"}
+    hidden_cell = next((n for n, (role, _) in enumerate(prepared.roles) if role == "hidden"), None)
     status_by_check = {}
     for check in unit.checks:
-        record = run.records.get(cell_of[check.id])
-        kind = record["kind"] if record else None
-        if record is None:
-            status, message = "not-run", (
-                f"not reached: the notebook was stopped at its {settings.notebook_timeout:g} s "
-                "time limit" if run.killed else "not run (see the notebook row)")
-        elif kind == "ok":
-            status, message = "passed", ""
-        elif kind == "timeout":
+        number = hidden_cell if check.hidden else cell_of[check.id]
+        record = run.records.get(number)
+        verdict = verdicts.get(check.id)
+        if verdict is None:  # the kernel never served this check: say why, from its harness cell
+            status, message = _unserved(record, stop, run, settings)
+            passed = False
+        elif verdict.status == "not-data" and not check.hidden:
+            passed = bool(record) and record["kind"] == "ok"
+            status = "kernel-scored"
+            message = (f"scored in the student's kernel, because {verdict.message}; there the "
+                       "check " + ("passed" if passed else "failed: " + (
+                           record and (record["error"] or record["message"]) or "not run")))
+            issues.setdefault("kernel-scored", []).append(f"{check.id} was scored in the kernel")
+        elif verdict.status == "timeout":
             status, message = "timeout", f"the check did not finish within {settings.timeout:g} s"
-        elif kind == "kernel-died":
-            status, message = "kernel-died", "the kernel died while this check ran"
-        elif kind == "kernel-dead" and stop is not None:
-            status, message = ("kernel-died" if stop[0] == "kernel-died" else "not-run",
-                               f"not run: {stop[1]}")
-        elif kind in ("kernel-dead", "setup-error", "skipped"):
-            status, message = "not-run", f"not run: {record['message'] or kind}"
+            passed = False
         else:
-            status, message = "failed", record["error"] or record["message"] or "the check failed"
-        points = check.points if status == "passed" else 0
+            status, message = verdict.status, verdict.message
+            passed = status == "passed"
+        points = check.points if passed else 0
         if check.id in prepared.edited:
             message = f"{prepared.edited[check.id]}; with it, the check {status}" + (
                 f": {message}" if message else "")
             status = "edited"
+        if check.id in delegated:
+            where_used = delegated[check.id]
+            message = (f"the answer uses the library's own {where_used}; "
+                       + ("scored 0" if settings.uses_reference == "zero" else "flagged only")
+                       + f"; the check {status}" + (f": {message}" if message else ""))
+            status = "uses-reference"
+            points = 0 if settings.uses_reference == "zero" else points
+            issues.setdefault("uses-reference", []).append(f"{check.id}: {where_used}")
         status_by_check[check.id] = (points, status, message)
 
     worst = next((s for s in SEVERITY if s in issues), "ok")
@@ -116,3 +125,23 @@ def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Sett
         parts.append("; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else ""))
     parts.append(f"ran in {run.seconds:.0f} s")
     return _rows(student, unit, status_by_check, worst, ". ".join(parts))
+
+
+def _unserved(record, stop, run: Run, settings: Settings) -> tuple[str, str]:
+    """Status and message of a check whose harness cell never answered the grader."""
+    kind = record["kind"] if record else None
+    if record is None:
+        return "not-run", (f"not reached: the notebook was stopped at its "
+                           f"{settings.notebook_timeout:g} s time limit" if run.killed
+                           else "not run (see the notebook row)")
+    if kind == "timeout":
+        return "timeout", f"the check did not finish within {settings.timeout:g} s"
+    if kind == "kernel-died":
+        return "kernel-died", "the kernel died while this check ran"
+    if kind == "kernel-dead" and stop is not None:
+        return ("kernel-died" if stop[0] == "kernel-died" else "not-run"), f"not run: {stop[1]}"
+    if kind in ("kernel-dead", "setup-error", "skipped"):
+        return "not-run", f"not run: {record['message'] or kind}"
+    return "failed", ("the notebook never let the grader call its functions here (the grading "
+                      "cell " + (f"raised {record['error'] or record['message']})" if kind == "error"
+                                 else "ended without connecting)"))

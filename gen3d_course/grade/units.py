@@ -1,6 +1,7 @@
 """The released assignment and hidden checks of a unit, and a submission made ready for nbval."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -10,7 +11,7 @@ from pathlib import Path
 import nbformat
 
 from ..assign import AssignError, RAISES_TAG, questions
-from .constants import GRADER_VERSION, GradeError
+from .constants import GRADER_VERSION, STATION, GradeError
 
 
 
@@ -35,6 +36,7 @@ class Unit:
     hidden_cells: list[tuple[str, str | None]]  # (source, question id or None for setup)
     kernelspec: dict
     fingerprint: str  # of the released assignment and the hidden checks
+    imports: str = ""  # the released assignment's top-level imports, run in the grader for its checks
 
     @property
     def stem(self) -> str:
@@ -123,8 +125,26 @@ def load_unit(reference: Path, hidden: Path | None = None) -> Unit:
             if q:
                 checks.append(Check(q["id"], q["points"], source, tuple(tags), None, hidden=True))
             hidden_cells.append((source, q["id"] if q else None))
+    question_cells = {q["cell"] for q in graded}
+    imports = released_imports([c.source for i, c in enumerate(nb.cells)
+                                if c.cell_type == "code" and i not in question_cells])
     return Unit(reference.name, checks, hidden_cells, dict(nb.metadata.get("kernelspec", {})),
-                digest.hexdigest())
+                digest.hexdigest(), imports)
+
+
+def released_imports(sources: list[str]) -> str:
+    """The top-level ``import`` statements of the released cells (IPython magics allowed)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    transform = TransformerManager().transform_cell
+    statements = []
+    for source in sources:
+        try:
+            tree = ast.parse(transform(source))
+        except SyntaxError:
+            continue
+        statements += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return "\n".join(statements)
 
 
 # --- one submission -> the notebook that nbval runs ----------------------------------------
@@ -135,8 +155,8 @@ class Prepared:
     """A submission made ready for nbval, and what each of its code cells is."""
 
     notebook: nbformat.NotebookNode
-    roles: list[tuple[str, object]]  # per code cell: ("student", (n, first line)) | ("check", id)
-    #                                  | ("hidden-setup", n) | ("hidden", id)
+    roles: list[tuple[str, object]]  # per code cell: ("student", (n, first line)), or a harness
+    #                                  cell: ("check", id) | ("hidden", None)
     edited: dict[str, str] = field(default_factory=dict)  # question id -> what was changed
 
 
@@ -195,10 +215,9 @@ def prepare(unit: Unit, nb: nbformat.NotebookNode) -> Prepared:
     role_of = {index: qid for qid, index in found.items()}
     out_cells, roles = [], []
     for index, cell in enumerate(cells):
-        if index in role_of:
-            check = next(c for c in released if c.id == role_of[index])
-            out_cells.append(_code(check.source, check.tags))
-            roles.append(("check", check.id))
+        if index in role_of:  # the check itself runs in the grader (judge.py); here, its harness
+            out_cells.append(_code(STATION, []))
+            roles.append(("check", role_of[index]))
             continue
         tags = _tags(cell)
         stray = [t for t in tags if t.startswith(("question:", "points:"))]
@@ -210,13 +229,11 @@ def prepare(unit: Unit, nb: nbformat.NotebookNode) -> Prepared:
         roles.append(("student", (index + 1, _first_line(cell.source))))
     for check in released:
         if check.id not in found:
-            out_cells.append(_code(check.source, check.tags))
+            out_cells.append(_code(STATION, []))
             roles.append(("check", check.id))
-    setup = 0
-    for source, qid in unit.hidden_cells:
-        out_cells.append(_code(source, [f"question:{qid}"] if qid else []))
-        setup += qid is None
-        roles.append(("hidden", qid) if qid else ("hidden-setup", setup))
+    if unit.hidden_cells:  # the hidden checks never enter the kernel: one harness cell serves them
+        out_cells.append(_code(STATION, []))
+        roles.append(("hidden", None))
     graded = nbformat.v4.new_notebook(cells=out_cells)
     if unit.kernelspec:
         graded.metadata["kernelspec"] = unit.kernelspec
@@ -226,10 +243,8 @@ def prepare(unit: Unit, nb: nbformat.NotebookNode) -> Prepared:
 
 
 def _code(source: str, tags) -> nbformat.NotebookNode:
-    """A clean code cell; check cells never keep raises-exception (a raising check fails)."""
+    """A clean code cell."""
     cell = nbformat.v4.new_code_cell(source)
-    tags = [t for t in tags if t != RAISES_TAG] if any(
-        t.startswith("question:") for t in tags) else list(tags)
     if tags:
         cell.metadata["tags"] = tags
     return cell
