@@ -17,6 +17,8 @@ from gen3d_course.assign import make_assignment
 from gen3d_course.cli import main
 from gen3d_course.grade import (NOTEBOOK_ROW, GradeError, Run, csv_text, grade, load_unit,
                                 parse_hidden, prepare, remove_stale_runs, write_atomic)
+from gen3d_course.grade.constants import STATION
+from gen3d_course.grade.judge import Verdict
 
 UNIT = "07_toy.ipynb"
 MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it
@@ -106,7 +108,6 @@ def course(tmp_path_factory):
     assignment = make_assignment(solution())
     nbformat.write(assignment, assignments / UNIT)
     (hidden / "07_toy.py").write_text(HIDDEN)
-    spy = root / "spy.json"
     all_right = {2: SQUARE, 4: SCALE, 6: CLAMP}
 
     def edit_checks(nb):
@@ -117,16 +118,18 @@ def course(tmp_path_factory):
     forge = {"event": "cell", "cell": 2, "phase": "call", "passed": True, "kind": "ok",
              "error": "", "message": "", "alive": True, "output_bytes": 0}
     notebooks = {
-        "correct": submission(assignment, all_right, insert=[(8, code(
+        "correct": submission(assignment, all_right),
+        "untouched": assignment,
+        "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"},
+                              insert=[(8, code(  # a spy: what can the notebook see?
             "import json, os\n"
             f"marker = {MARKER[:7]!r} + {MARKER[7:]!r}\n"
-            "hits = [os.path.join(d, f) for top in {os.getcwd(), os.path.dirname(os.getcwd())}\n"
-            "        for d, _, files in os.walk(top) for f in files\n"
-            "        if os.path.isfile(os.path.join(d, f))  # not the kernel's sockets\n"
+            "tops = {os.getcwd(), os.path.dirname(os.getcwd()), '/tmp'}\n"
+            "hits = [os.path.join(d, f) for top in tops for d, _, files in os.walk(top)\n"
+            "        for f in files if os.path.isfile(os.path.join(d, f))  # not the kernel's sockets\n"
             "        and marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
-            f"json.dump({{'listing': os.listdir(), 'hits': hits}}, open({str(spy)!r}, 'w'))"))]),
-        "untouched": assignment,
-        "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"}),
+            f"seen = [p for p in {[str(root / d) for d in ('hidden', 'subs', 'out', 'assignments')]!r} if os.path.exists(p)]\n"
+            "raise RuntimeError('SPY' + json.dumps({'hits': hits, 'seen': seen}))"))]),
         "crash": submission(
             assignment, {2: SQUARE, 4: "def scale(x, k):\n    raise ValueError('oops')", 6: CLAMP},
             insert=[(2, code("settings = {}\nsettings['lr']")),
@@ -161,7 +164,7 @@ def course(tmp_path_factory):
                    log=lambda line: None)
     beside.join()
     return {"root": root, "subs": subs, "assignments": assignments, "hidden": hidden,
-            "scratch": scratch, "out": root / "out", "spy": spy, "result": result,
+            "scratch": scratch, "out": root / "out", "result": result,
             "cap": capped["result"]}
 
 
@@ -276,8 +279,9 @@ def test_feedback_lists_totals_and_failing_messages(course):
 
 
 def test_hidden_sources_are_never_where_student_code_can_read_them(course):
-    spy = json.loads(course["spy"].read_text())
-    assert spy == {"listing": [], "hits": []}, "the kernel's folder is empty during the run"
+    message = table(course)["partial", NOTEBOOK_ROW]["message"]
+    spy = json.loads(message[message.index("SPY") + 3:message.index("}") + 1])
+    assert spy == {"hits": [], "seen": []}, "no hidden source, and no grader folder, in the sandbox"
     assert list(course["scratch"].iterdir()) == [], "run folders are removed"
     for path in course["root"].rglob("*"):
         if path.is_file() and course["hidden"] not in path.parents:
@@ -305,11 +309,17 @@ def test_cli_grade_resumes_and_reports(course, capsys):
 # --- without kernels: resume, interruption, atomic writes, preparation -------------------------
 
 
-def fake_run(nb, name, settings):
-    """Every cell passes, instantly."""
+def fake_run(nb, name, settings, station):
+    """Every cell passes, instantly, and every check is judged passed."""
     ok = {"event": "cell", "phase": "call", "passed": True, "kind": "ok", "error": "",
           "message": "", "alive": True, "output_bytes": 0}
+    for index in range(sum(cell.source == STATION for cell in nb.cells)):
+        station(index, None)
     return Run({i: dict(ok, cell=i) for i in range(len(nb.cells))}, True, False, 0, 0, 0.0, "")
+
+
+def all_passed(kernel, unit, checks, setup):
+    return {c.id: Verdict("passed", "") for c in checks}
 
 
 def small_course(root):
@@ -323,13 +333,14 @@ def small_course(root):
 def test_interrupted_run_leaves_a_complete_csv_and_resumes(tmp_path, monkeypatch):
     small_course(tmp_path)
     calls = []
+    monkeypatch.setattr(grader, "judge", all_passed)
 
-    def interrupted(nb, name, settings):
+    def interrupted(nb, name, settings, station):
         calls.append(name)
         if len(calls) == 3:  # Ctrl-C while cid runs: as in grade(), every worker is told to stop
             settings.stopping.set()
             raise KeyboardInterrupt
-        return fake_run(nb, name, settings)
+        return fake_run(nb, name, settings, station)
 
     monkeypatch.setattr(grader, "run_nbval", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -373,7 +384,7 @@ def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv"]
 
 
-def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
+def test_prepare_puts_a_harness_cell_where_each_check_was(tmp_path):
     (tmp_path / UNIT).write_text(nbformat.writes(make_assignment(solution())))
     unit = load_unit(tmp_path / UNIT)
     nb = make_assignment(solution())
@@ -385,10 +396,10 @@ def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
     assert prepared.edited == {
         "q1": "check cell tags edited; the released check ran instead",
         "q2": "question tag copied onto another cell; only the released check counts"}
-    checks = [c for c, (role, _) in zip(prepared.notebook.cells, prepared.roles) if role == "check"]
-    assert [c.metadata["tags"] for c in checks] == [["question:q1", "points:2"],
-                                                    ["question:q2", "points:1"],
-                                                    ["question:q3", "points:3"]]
+    harness = [(c.source, c.metadata.get("tags"), what)
+               for c, (role, what) in zip(prepared.notebook.cells, prepared.roles) if role == "check"]
+    assert harness == [(STATION, None, "q1"), (STATION, None, "q2"), (STATION, None, "q3")], \
+        "the checks run in the grader; in the kernel, a cell that serves them"
     assert prepared.roles[3] == ("student", (4, "True")) and "tags" not in prepared.notebook.cells[3].metadata
     assert all(c.outputs == [] and c.execution_count is None for c in prepared.notebook.cells)
 

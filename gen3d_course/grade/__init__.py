@@ -46,13 +46,20 @@ stakes, run ``gen3d-course grade`` in a container or as a user that cannot read 
 """
 from __future__ import annotations
 
-from .batch import Result, grade, grade_notebook, main_grade
-from .constants import FIELDS, NOTEBOOK_ROW, GradeError
-from .outputs import csv_text, feedback_text, write_atomic
-from .run import Run, Settings, remove_stale_runs, run_nbval
-from .units import Check, Unit, load_unit, parse_hidden, prepare, read_submission
+import importlib
 
-__all__ = ["FIELDS", "NOTEBOOK_ROW", "Check", "GradeError", "Result", "Run", "Settings", "Unit",
-           "csv_text", "feedback_text", "grade", "grade_notebook", "load_unit", "main_grade",
-           "parse_hidden", "prepare", "read_submission", "remove_stale_runs", "run_nbval",
-           "write_atomic"]
+# Where each public name lives. Loaded on first use, so that the harness cell in a student's
+# kernel (``gen3d_course.grade.harness``) does not pay for nbformat and the grader's modules.
+_HOME = {"Result": "batch", "grade": "batch", "grade_notebook": "batch", "main_grade": "batch",
+         "FIELDS": "constants", "NOTEBOOK_ROW": "constants", "GradeError": "constants",
+         "csv_text": "outputs", "feedback_text": "outputs", "write_atomic": "outputs",
+         "Run": "run", "Settings": "run", "remove_stale_runs": "run", "run_nbval": "run",
+         "Check": "units", "Unit": "units", "load_unit": "units", "parse_hidden": "units",
+         "prepare": "units", "read_submission": "units"}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import sandbox
 from .constants import GradeError
-from .judge import judge
+from .judge import judge, released_namespace
 from .outputs import csv_text, feedback_text, load_state, save_state, write_atomic
 from .reference import targets, uses
 from .run import Settings, remove_stale_runs, run_nbval
@@ -150,6 +150,8 @@ def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
     if hidden is not None:
         for extra in sorted(set(p.stem for p in hidden.glob("*.py")) - {Path(n).stem for n in released}):
             log(f"warning: {hidden / (extra + '.py')} matches no released assignment")
+    for unit in loaded.values():
+        released_namespace(unit)
     settings = Settings(timeout=timeout, notebook_timeout=notebook_timeout, scratch=scratch,
                         unsafe=unsafe, memory_gb=memory_gb, uses_reference=uses_reference)
     remove_stale_runs(scratch)

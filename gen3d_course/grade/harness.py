@@ -21,7 +21,6 @@ import inspect
 import os
 import socket
 
-from ..checks import _student_line
 from .constants import ENV_HARNESS
 from .wire import NotData, decode, encode, receive, send
 
@@ -58,6 +57,8 @@ def _call(request: dict, arrays: dict, namespace: dict, graphs: dict) -> tuple[d
         except KeyboardInterrupt:
             return {"error": {"type": "interrupted", "message": "", "where": ""}}, {}
         except Exception as exc:
+            from ..checks import _student_line
+
             return {"error": {"type": type(exc).__name__, "message": str(exc)[:2000],
                               "where": _student_line(fn, exc)}}, {}
         state = torch.get_rng_state()

@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..checks import CheckFailure
 from .wire import InvalidData, NotData, decode, encode, receive, send
 
 
@@ -40,17 +41,23 @@ class KernelTimeout(BaseException):
 
 
 class Kernel:
-    """The grader's end of one harness connection, with a deadline for everything asked."""
+    """The grader's end of one harness connection.
 
-    def __init__(self, sock: socket.socket, deadline: float):
-        self.sock, self.deadline, self.broken = sock, deadline, None
+    ``budget``: seconds the kernel may spend answering, in all (the per-cell timeout: the
+    grader's own work, references and imports, does not count against the student); ``cap``:
+    the notebook's time cap, on the monotonic clock.
+    """
+
+    def __init__(self, sock: socket.socket, budget: float, cap: float):
+        self.sock, self.budget, self.cap, self.broken = sock, budget, cap, None
         self.ids = itertools.count()
 
     def ask(self, header: dict, arrays: dict | None = None) -> tuple[dict, dict]:
         if self.broken is not None:
             raise self.broken
+        start = time.monotonic()
         try:
-            left = self.deadline - time.monotonic()
+            left = min(self.budget, self.cap - start)
             if left <= 0:
                 raise socket.timeout
             self.sock.settimeout(left)
@@ -63,6 +70,8 @@ class Kernel:
         except InvalidData:
             self.broken = KernelGone()  # out of step with the kernel: nothing more can be read
             raise
+        finally:
+            self.budget -= time.monotonic() - start
         raise self.broken
 
 
@@ -263,10 +272,16 @@ _bases: dict[str, dict] = {}
 
 
 def released_namespace(unit) -> dict:
-    """The grader's namespace for a unit's checks: the released assignment's imports, run here."""
+    """The grader's namespace for a unit's checks: the released assignment's imports, run here.
+
+    The grader calls it before any notebook starts: a harness cell waits for the grader within
+    nbval's per-cell timeout, which the grader's own first imports must not eat.
+    """
     with _base_lock:
         if unit.fingerprint not in _bases:
             os.environ.setdefault("MPLBACKEND", "Agg")
+            import matplotlib.pyplot  # noqa: F401  (judge closes the checks' figures)
+
             namespace: dict = {"__name__": "__gen3d_check__"}
             exec(compile(unit.imports, f"<imports of {unit.name}>", "exec"), namespace)
             _bases[unit.fingerprint] = namespace
@@ -280,8 +295,6 @@ class Verdict:
 
 
 def _verdict(run, what: str) -> Verdict:
-    from ..checks import CheckFailure
-
     try:
         run()
         return Verdict("passed", "")

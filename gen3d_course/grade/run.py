@@ -186,8 +186,7 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
                 except (socket.timeout, BlockingIOError):
                     continue
                 with conn:
-                    deadline = min(time.monotonic() + settings.timeout, cap)
-                    _serve_station(conn, stations, station, deadline)
+                    _serve_station(conn, stations, station, settings.timeout, cap)
                 stations += 1
         finally:
             _kill_tree(proc, token)
@@ -218,15 +217,15 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _serve_station(conn: socket.socket, index: int, station, deadline: float) -> None:
+def _serve_station(conn: socket.socket, index: int, station, budget: float, cap: float) -> None:
     """One harness cell: read its hello, let ``station`` judge, then release the cell."""
     from .judge import Kernel
     from .wire import InvalidData, receive, send
 
-    conn.settimeout(max(0.1, deadline - time.monotonic()))
+    conn.settimeout(max(0.1, min(budget, cap - time.monotonic())))
     try:
         receive(conn)  # the hello; its content is the kernel's and means nothing
-        source = station(index, Kernel(conn, deadline)) if station else None
+        source = station(index, Kernel(conn, budget, cap)) if station else None
         conn.settimeout(5)
         send(conn, {"op": "run", "source": source} if source else {"op": "done"})
     except (OSError, EOFError, InvalidData):

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import struct
+import sys
 
 import numpy as np
 
@@ -34,11 +35,10 @@ class InvalidData(ValueError):
 
 def encode(obj, arrays: dict, depth: int = 0):
     """``obj`` as a JSON-able tree; its tensors and arrays go into ``arrays``."""
-    import torch
-
+    torch = sys.modules.get("torch")  # not imported: nothing here is a tensor (and no 3 s import)
     if depth > MAX_DEPTH:
         raise NotData("nested too deeply")
-    if isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, torch.Tensor):
         plain = torch.Tensor.as_subclass(obj, torch.Tensor).detach().cpu()
         if plain.dtype == torch.bfloat16:
             plain = plain.float()
@@ -71,8 +71,6 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
     ``grads``: tensors sent as requiring grad do so again (arguments, in the kernel); the grader
     never takes that flag from the kernel, it routes gradients itself.
     """
-    import torch
-
     if depth > MAX_DEPTH:
         raise InvalidData("nested too deeply")
     if node is None or isinstance(node, (bool, int, float, str)):
@@ -88,6 +86,8 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
         array = arrays[key]
         if "$n" in node:
             return array
+        import torch
+
         tensor = torch.from_numpy(array)
         return tensor.requires_grad_(grads and node.get("grad") is True and tensor.is_floating_point())
     if "$f" in node and node["$f"] in ("nan", "inf", "-inf"):
