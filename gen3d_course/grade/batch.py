@@ -156,7 +156,11 @@ def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
                         unsafe=unsafe, memory_gb=memory_gb, uses_reference=uses_reference)
     remove_stale_runs(scratch)
     state_dir = out / "results"
-    states = {s: load_state(state_dir / f"{s}.json") for s in students}
+    states = {}
+    for s in students:
+        states[s], problems = load_state(state_dir / f"{s}.json", s, loaded)
+        for problem in problems:
+            log(f"warning: {problem}")
     fingerprints = {(s, n): hashlib.sha256(
         (loaded[n].fingerprint + _file_digest(*found[s][n])).encode()).hexdigest()
         for s in students for n in names}
