@@ -33,8 +33,14 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV inject
 
 
 def cell_text(value):
-    """A text cell no spreadsheet reads as a formula: a leading ``= + - @`` tab or CR gets a quote."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+    """A text cell no spreadsheet reads as a formula: a leading ``= + - @`` tab or CR gets a quote.
+
+    A bare CR becomes a newline, which the writer quotes (it quotes only its line terminator).
+    """
+    if not isinstance(value, str):
+        return value
+    value = "'" + value if value.startswith(FORMULA_STARTS) else value
+    return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def csv_text(rows: list[dict]) -> str:
