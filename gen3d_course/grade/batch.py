@@ -46,7 +46,8 @@ def grade_notebook(student: str, unit: Unit, path: Path | None, settings: Settin
     run = run_nbval(prepared.notebook, unit.name, settings, station)
     students_code = [(what[0], prepared.notebook.cells[n].source)
                      for n, (role, what) in enumerate(prepared.roles) if role == "student"]
-    wanted = {c.id: targets(c.source, unit.imports) for c in unit.checks if not c.hidden}
+    imports = "\n".join([unit.imports, *setup])  # hidden setup may import too; only imports count
+    wanted = {c.id: targets(c.source, imports) for c in unit.checks}
     found = uses(students_code, set().union(*wanted.values()))
     delegated = {qid: "; ".join(found[n] for n in sorted(names & set(found)))
                  for qid, names in wanted.items() if names & set(found)}
@@ -234,6 +235,16 @@ def main_grade(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    if args.export:
+        from .gradescope import export
+
+        archive = export(Path(args.assignments), Path(args.hidden) if args.hidden else None,
+                         Path(args.out))
+        print(f"wrote the Gradescope autograder {archive} (upload it as the autograder zip)")
+        return 0
+    if not args.submissions:
+        print("gen3d-course grade: name the submissions folder (or use --export)", file=sys.stderr)
+        return 2
     try:
         result = grade(args.submissions, assignments=args.assignments, hidden=args.hidden,
                        out=args.out, timeout=args.timeout, notebook_timeout=args.notebook_timeout,

@@ -40,7 +40,7 @@ def _describe(name: str, namespace: dict, arrays: dict) -> dict:
         return {"kind": "function", "params": params}
     try:
         return {"kind": "data", "value": encode(value, arrays)}
-    except NotData:
+    except (NotData, Exception):
         return {"kind": "other", "type": type(value).__name__}
 
 

@@ -15,8 +15,6 @@ from it (``kernel-scored``), a hidden one scores 0 (``not-data``).
 """
 from __future__ import annotations
 
-import ast
-import builtins
 import contextlib
 import inspect
 import io
@@ -29,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from ..checks import CheckFailure
+from .reference import targets
 from .wire import InvalidData, NotData, decode, encode, receive, send
 
 
@@ -257,16 +256,6 @@ def _captured():
             router.local.buffer = None
 
 
-def free_names(sources: list[str]) -> list[str]:
-    """Names the sources read, minus builtins: the candidates to look up in the kernel."""
-    names = []
-    for source in sources:
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Name) and node.id not in names and not hasattr(builtins, node.id):
-                names.append(node.id)
-    return names
-
-
 _base_lock = threading.Lock()
 _bases: dict[str, dict] = {}
 
@@ -319,7 +308,8 @@ def judge(kernel: Kernel, unit, checks: list, setup: list[str]) -> dict:
 
     base = released_namespace(unit)
     namespace = dict(base)
-    wanted = [n for n in free_names(setup + [c.source for c in checks]) if n not in base]
+    wanted = sorted(set().union(*[targets(source, unit.imports) for source in setup + [
+        c.source for c in checks]]) - set(base))
     verdicts: dict = {}
     looked = _verdict(lambda: namespace.update(_lookup(kernel, wanted)), "the look-up of names")
     figures = set(plt.get_fignums())
@@ -346,7 +336,7 @@ def _lookup(kernel: Kernel, names: list[str]) -> dict:
     reply, arrays = kernel.ask({"op": "lookup", "names": names})
     found = reply.get("names")
     if not isinstance(found, dict):
-        raise InvalidData("the look-up reply holds no names")
+        raise InvalidData(f"the look-up of {', '.join(names)} failed: {str(reply.get('error'))[:300]}")
     namespace = {}
     for name in names:
         entry = found.get(name)

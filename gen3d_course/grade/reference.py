@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import ast
 import builtins
+import threading
 
 LIBRARY = "gen3d_course"
+# CPython 3.11's AST constructor is not safe across threads ("recursion depth mismatch" with
+# --jobs 2): every parse and unparse of the grader goes through this lock.
+AST_LOCK = threading.RLock()
 
 
 def targets(check_source: str, imports: str) -> set[str]:
     """The names a check reads that neither its own code nor the released imports define."""
+    with AST_LOCK:
+        return _targets(check_source, imports)
+
+
+def _targets(check_source: str, imports: str) -> set[str]:
     bound = {(a.asname or a.name).split(".")[0] for node in ast.walk(ast.parse(imports))
              if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
     tree = ast.parse(check_source)
@@ -45,6 +54,11 @@ def _root(node) -> str | None:
 
 def uses(sources: list[tuple[int, str]], names: set[str]) -> dict[str, str]:
     """``{name: where}`` for each of ``names`` that the cells take from the library."""
+    with AST_LOCK:
+        return _uses(sources, names)
+
+
+def _uses(sources: list[tuple[int, str]], names: set[str]) -> dict[str, str]:
     from IPython.core.inputtransformer2 import TransformerManager
 
     transform = TransformerManager().transform_cell

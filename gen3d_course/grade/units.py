@@ -136,14 +136,18 @@ def released_imports(sources: list[str]) -> str:
     """The top-level ``import`` statements of the released cells (IPython magics allowed)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
+    from .reference import AST_LOCK
+
     transform = TransformerManager().transform_cell
     statements = []
-    for source in sources:
-        try:
-            tree = ast.parse(transform(source))
-        except SyntaxError:
-            continue
-        statements += [ast.unparse(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    with AST_LOCK:
+        for source in sources:
+            try:
+                tree = ast.parse(transform(source))
+            except SyntaxError:
+                continue
+            statements += [ast.unparse(n) for n in tree.body
+                           if isinstance(n, (ast.Import, ast.ImportFrom))]
     return "\n".join(statements)
 
 
