@@ -546,3 +546,20 @@ def test_plain_data_only_crosses_the_wire():
         left.sendall(struct.pack(">QQ", 10, 2**40))
         with pytest.raises(InvalidData, match="over the"):
             receive(right)
+
+
+def test_unsafe_grades_the_same_way_without_a_sandbox(tmp_path):
+    """--unsafe (no bwrap: macOS, or Gradescope's container) keeps the checks in the grader."""
+    nb = new_notebook(cells=[code("answer = 42  # SOLUTION"),
+                             code("assert answer == 42, 'not the answer'", "question:q1", "points:1")])
+    assignment = make_assignment(nb)
+    (tmp_path / "assignments").mkdir()
+    nbformat.write(assignment, tmp_path / "assignments" / "09_tiny.ipynb")
+    for student, answer in (("right", "answer = 42"), ("wrong", "answer = 41")):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        nbformat.write(submission(assignment, {0: answer}), tmp_path / "subs" / student / "09_tiny.ipynb")
+    result = grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+                   timeout=CELL_TIMEOUT, unsafe=True, log=lambda line: None)
+    rows = {(r["student"], r["question"]): r for r in result.rows}
+    assert rows["right", "q1"]["status"] == "passed" and rows["wrong", "q1"]["status"] == "failed"
+    assert rows["wrong", "q1"]["message"] == "AssertionError: not the answer"

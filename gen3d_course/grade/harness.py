@@ -22,7 +22,7 @@ import os
 import socket
 
 from .constants import ENV_HARNESS
-from .wire import NotData, decode, encode, receive, send
+from .wire import NotData, decode, encode, receive, send, tensors
 
 KEEP_GRAPHS = 256  # calls whose autograd graph is kept for a later vjp request
 
@@ -64,28 +64,15 @@ def _call(request: dict, arrays: dict, namespace: dict, graphs: dict) -> tuple[d
         state = torch.get_rng_state()
     replies: dict = {}
     tree = encode(out, replies)
-    outputs = [o for o in _tensors(out)]
+    outputs = list(tensors(out))
     connected = [bool(o.requires_grad) for o in outputs]
     if any(connected):
-        leaves = [t for t in _tensors((args, kwargs)) if t.requires_grad]
+        leaves = [t for t in tensors((args, kwargs)) if t.requires_grad]
         graphs[request["id"]] = ([o for o, c in zip(outputs, connected) if c], leaves)
         while len(graphs) > KEEP_GRAPHS:
             graphs.popitem(last=False)
     replies["rng"] = state.numpy()
     return {"out": tree, "connected": connected}, replies
-
-
-def _tensors(obj):
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _vjp(request: dict, arrays: dict, graphs: dict) -> tuple[dict, dict]:

@@ -26,9 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import torch
+
 from ..checks import CheckFailure
 from .reference import targets
-from .wire import InvalidData, NotData, decode, encode, receive, send
+from .wire import InvalidData, NotData, decode, encode, receive, send, tensors
 
 
 class KernelGone(BaseException):
@@ -74,23 +76,8 @@ class Kernel:
         raise self.broken
 
 
-def _tensors(obj):
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
-
-
 def _replace(obj, new):
     """``obj`` with its tensors replaced, in order, by those of the iterator ``new``."""
-    import torch
-
     if isinstance(obj, torch.Tensor):
         return next(new)
     if isinstance(obj, (tuple, list)):
@@ -127,8 +114,6 @@ class Remote:
             pass
 
     def __call__(self, *args, **kwargs):
-        import torch
-
         arrays: dict = {}
         call = {"op": "call", "name": self.__name__, "id": next(self.kernel.ids),
                 "args": encode(args, arrays), "kwargs": encode(kwargs, arrays)}
@@ -144,11 +129,11 @@ class Remote:
         if rng is None or rng.dtype.name != "uint8" or rng.shape != tuple(state.shape):
             raise InvalidData("the kernel sent no valid random-number state")
         torch.set_rng_state(torch.from_numpy(rng))
-        outputs = list(_tensors(out))
+        outputs = list(tensors(out))
         connected = reply.get("connected")
         if not isinstance(connected, list) or len(connected) != len(outputs):
             raise InvalidData("the kernel's gradient flags do not match its outputs")
-        leaves = [t for t in _tensors((args, kwargs)) if t.requires_grad]
+        leaves = [t for t in tensors((args, kwargs)) if t.requires_grad]
         routed = [o for o, c in zip(outputs, connected) if c is True and o.is_floating_point()]
         if not leaves or not routed or not torch.is_grad_enabled():
             return out
@@ -157,54 +142,36 @@ class Remote:
                               for o, c in zip(outputs, connected)))
 
 
-def _grad_function():
-    import torch
+class _RemoteGrad(torch.autograd.Function):
+    """Outputs computed in the kernel; their backward is the kernel's vector-Jacobian product."""
 
-    class RemoteGrad(torch.autograd.Function):
-        """Outputs computed in the kernel; their backward is the kernel's vector-Jacobian product."""
+    @staticmethod
+    def forward(ctx, remote, call_id, n_leaves, *values):  # the call's input leaves, its outputs
+        ctx.remote, ctx.call_id = remote, call_id
+        ctx.leaves = [(t.shape, t.dtype) for t in values[:n_leaves]]
+        ctx.n_out = len(values) - n_leaves
+        return tuple(t.clone() for t in values[n_leaves:])
 
-        @staticmethod
-        def forward(ctx, remote, call_id, n_leaves, *tensors):
-            ctx.remote, ctx.call_id = remote, call_id
-            ctx.leaves = [(t.shape, t.dtype) for t in tensors[:n_leaves]]
-            ctx.n_out = len(tensors) - n_leaves
-            return tuple(t.clone() for t in tensors[n_leaves:])
-
-        @staticmethod
-        def backward(ctx, *weights):
-            arrays: dict = {}
-            reply, back = ctx.remote.kernel.ask(
-                {"op": "vjp", "id": ctx.call_id, "grads": encode(list(weights), arrays)}, arrays)
-            if "error" in reply:
-                error = reply["error"] if isinstance(reply["error"], dict) else {}
-                raise RuntimeError(f"the gradient of {ctx.remote.__name__} could not be computed: "
-                                   f"{str(error.get('type'))[:60]}: {str(error.get('message'))[:500]}")
-            grads = reply.get("grads")
-            if not isinstance(grads, list) or len(grads) != len(ctx.leaves):
-                raise InvalidData("the kernel sent the wrong number of gradients")
-            decoded = []
-            for node, (shape, dtype) in zip(grads, ctx.leaves):
-                grad = None if node is None else decode(node, back)
-                if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != shape
-                                         or grad.dtype != dtype):
-                    raise InvalidData("a gradient from the kernel has the wrong shape or dtype")
-                decoded.append(grad)
-            return (None, None, None, *decoded, *[None] * ctx.n_out)
-
-    return RemoteGrad
-
-
-class _Lazy:
-    def __init__(self):
-        self.cls = None
-
-    def apply(self, *args):
-        if self.cls is None:
-            self.cls = _grad_function()
-        return self.cls.apply(*args)
-
-
-_RemoteGrad = _Lazy()
+    @staticmethod
+    def backward(ctx, *weights):
+        arrays: dict = {}
+        reply, back = ctx.remote.kernel.ask(
+            {"op": "vjp", "id": ctx.call_id, "grads": encode(list(weights), arrays)}, arrays)
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise RuntimeError(f"the gradient of {ctx.remote.__name__} could not be computed: "
+                               f"{str(error.get('type'))[:60]}: {str(error.get('message'))[:500]}")
+        grads = reply.get("grads")
+        if not isinstance(grads, list) or len(grads) != len(ctx.leaves):
+            raise InvalidData("the kernel sent the wrong number of gradients")
+        decoded = []
+        for node, (shape, dtype) in zip(grads, ctx.leaves):
+            grad = None if node is None else decode(node, back)
+            if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != shape
+                                     or grad.dtype != dtype):
+                raise InvalidData("a gradient from the kernel has the wrong shape or dtype")
+            decoded.append(grad)
+        return (None, None, None, *decoded, *[None] * ctx.n_out)
 
 
 class Opaque:

@@ -99,6 +99,19 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
     raise InvalidData(f"unexpected node {str(node)[:80]}")
 
 
+def tensors(obj):
+    """Every tensor in a (nested) value, in the order ``encode`` meets them."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from tensors(o)
+
+
 def send(sock, header: dict, arrays: dict | None = None) -> None:
     buffer = io.BytesIO()
     if arrays:
