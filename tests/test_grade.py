@@ -532,6 +532,11 @@ def test_plain_data_only_crosses_the_wire():
         out = decode(header["out"], got)
         assert type(out[0]) is torch.Tensor and out[0].shape == (2, 3) and not out[0].requires_grad
         assert out[1]["k"][0] == 1.5 and math.isnan(out[1]["k"][1]) and out[1]["k"][2:] == [None, "s"]
+        generator = torch.Generator().manual_seed(5)  # a generator crosses as its state
+        send(left, {"g": encode(generator, arrays := {})}, arrays)
+        header, got = receive(right)
+        copy = decode(header["g"], got)
+        assert torch.equal(torch.rand(3, generator=copy), torch.rand(3, generator=generator))
         with pytest.raises(NotData, match="a Linear is not plain data"):
             encode(torch.nn.Linear(2, 2), {})
         buffer = io.BytesIO()

@@ -5,44 +5,36 @@ Layout: ``SUBMISSIONS/<student>/NN_topic.ipynb``, matched by file name to the re
 only candidate). The released assignment is the reference: it says which cells are the checks
 (tags ``question:<id>`` and ``points:<n>``) and what each check cell must contain.
 
-How one notebook is graded
-1. It is read; a file that is not notebook JSON scores 0 on every question (status ``invalid``).
-2. Each released check cell is found in it (by its question tag, then by cell id, then by
-   identical source). A check cell whose source or tags differ from the released one (or which
-   was deleted) is flagged ``edited`` and the released cell is put back for the run: an edited
-   check can neither pass by itself nor go unnoticed, and the points shown are those the
-   released check gave.
-3. The graded copy holds the student's code cells in their order, outputs cleared; the check
-   cells lose ``raises-exception``, so a check that raises fails, exactly as the check cells of
-   a solution fail under ``make test``. Hidden checks, if any, are appended (see below).
-4. ``python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=T`` runs the copy in
-   a subprocess with its own kernel (``GEN3D_MODE=fast``, ``OMP_NUM_THREADS=1``), in an empty
-   private temporary folder, under a total wall-clock cap; when the cap is hit the whole process
-   tree (pytest, kernel, anything the notebook started) is killed.
-5. :mod:`.plugin` is the pytest plugin of that run (``-p gen3d_course.grade.plugin``): it writes one
-   JSON line per cell as soon as nbval reports it, so a run killed half-way still reports the
-   cells it finished. Lines are signed with a key handed over through a pipe that is closed
-   before the kernel starts, so notebook code cannot forge a passing result.
-6. A question scores its points when nbval passes its cell. Everything else is a status with a
-   reason: ``failed`` (the check's message), ``timeout`` (the per-cell limit), ``kernel-died``,
-   ``not-run`` (the notebook was stopped before the cell), ``missing``, ``invalid``, ``edited``.
-   One extra row per notebook (question ``(notebook)``, 0 of 0 points) says how the run went:
-   errors in other cells, a cell that timed out, a dead kernel, the time cap, megabytes of output.
+How one notebook is graded (the modules, in the order they act)
+1. :mod:`.units`: the notebook is read (not notebook JSON: every question ``invalid``); each
+   released check cell is found in it (question tag, cell id, identical source) and compared with
+   the released one (``edited`` when it differs or is gone; points always the released ones). The
+   graded copy holds the student's code cells in order, outputs cleared, and a harness cell
+   (``constants.STATION``) in place of each check, plus one at the end for the hidden checks.
+2. :mod:`.run` runs the copy with ``pytest --nbval-lax --nbval-current-env
+   --nbval-cell-timeout=T`` inside a :mod:`.sandbox` (bubblewrap: no network, read-only library,
+   only the run folder writable, memory cap; ``--unsafe``: none) under a wall-clock cap, after
+   which every process of the run is killed. :mod:`.plugin`, inside that run, reports each cell
+   as nbval finishes it (signed JSON lines): the notebook row's facts.
+3. Each harness cell (:mod:`.harness`, in the kernel) connects to the grader, and :mod:`.judge`
+   runs the released check (or the hidden checks) in the grader's process, with a proxy for each
+   student function that calls it in the kernel on plain data (:mod:`.wire`). The verdict is the
+   grader's; a check that needs more than plain data runs in the kernel (``kernel-scored``).
+4. :mod:`.reference` marks answers that take the library's own function (``uses-reference``).
+5. :mod:`.score` turns verdicts and cell reports into rows; :mod:`.outputs` writes grades.csv
+   (no cell starts a formula), the feedback and the resume state; :mod:`.batch` drives it all.
 
 Hidden checks: ``HIDDEN/NN_topic.py`` in jupytext "percent" format. Cells start at ``# %%``
 lines; a cell whose header has ``tags=["question:<id>", "points:<n>"]`` is a graded check, any
-other cell is setup. They are appended after the student's last cell and run in the same
-kernel, against the student's functions. Their source is only on disk between writing the graded
-copy and pytest's collection of it: the plugin deletes the file before the kernel starts, the
-private folder is removed after the run, and nothing of it reaches ``--out``.
+other cell is setup. They run in the grader after the student's last cell, against the
+student's functions through the same proxies; their source never enters the kernel.
 
 Re-running ``grade`` resumes: a notebook is graded again only when the submission, the released
 assignment or the hidden checks changed, when the grader failed on it, or with ``rerun=True``.
 ``grades.csv`` and the feedback files are replaced atomically (temporary file + rename), so an
-interrupted run leaves the previous complete file, never a truncated one.
-
-The grader is not a sandbox: notebook code runs with the instructor's permissions. For high
-stakes, run ``gen3d-course grade`` in a container or as a user that cannot read anything else.
+interrupted run leaves the previous complete file, never a truncated one. A malformed or
+inconsistent state entry is reported and graded again.
+What this guarantees, and what not: docs/instructors.md, section 6.
 """
 from __future__ import annotations
 

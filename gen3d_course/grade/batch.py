@@ -108,7 +108,7 @@ def grade(submissions, *, assignments="assignments", hidden=None, out="grades",
     """Grade every ``submissions/<student>/`` folder; write ``out/grades.csv`` and feedback.
 
     ``units`` restricts grading to those assignment names (default: every assignment that at
-    least one student submitted). ``jobs`` notebooks run at once. See the module docstring.
+    least one student submitted). ``jobs`` notebooks run at once. See the package docstring.
     """
     submissions, assignments, out = Path(submissions), Path(assignments), Path(out)
     hidden = Path(hidden) if hidden is not None else None

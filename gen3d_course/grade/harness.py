@@ -22,7 +22,7 @@ import os
 import socket
 
 from .constants import ENV_HARNESS
-from .wire import NotData, decode, encode, receive, send, tensors
+from .wire import NotData, decode, encode, receive, send, tensors, walk
 
 KEEP_GRAPHS = 256  # calls whose autograd graph is kept for a later vjp request
 
@@ -72,6 +72,8 @@ def _call(request: dict, arrays: dict, namespace: dict, graphs: dict) -> tuple[d
         while len(graphs) > KEEP_GRAPHS:
             graphs.popitem(last=False)
     replies["rng"] = state.numpy()
+    for index, generator in enumerate(walk((args, kwargs), "Generator")):
+        replies[f"g{index}"] = generator.get_state().numpy()
     return {"out": tree, "connected": connected}, replies
 
 

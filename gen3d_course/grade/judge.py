@@ -30,7 +30,7 @@ import torch
 
 from ..checks import CheckFailure
 from .reference import targets
-from .wire import InvalidData, NotData, decode, encode, receive, send, tensors
+from .wire import InvalidData, NotData, decode, encode, receive, restore, send, tensors, walk
 
 
 class KernelGone(BaseException):
@@ -129,6 +129,8 @@ class Remote:
         if rng is None or rng.dtype.name != "uint8" or rng.shape != tuple(state.shape):
             raise InvalidData("the kernel sent no valid random-number state")
         torch.set_rng_state(torch.from_numpy(rng))
+        for index, generator in enumerate(walk((args, kwargs), "Generator")):
+            restore(generator, back.get(f"g{index}"))
         outputs = list(tensors(out))
         connected = reply.get("connected")
         if not isinstance(connected, list) or len(connected) != len(outputs):

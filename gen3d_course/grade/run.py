@@ -105,8 +105,8 @@ _SCRATCH_PREFIX = "gen3d-grade-"
 def remove_stale_runs(scratch: str | None = None) -> None:
     """Remove the private run folders of graders that were killed (``kill -9``) mid-run.
 
-    A grader killed in the second between writing a graded copy and pytest's collection of it
-    would otherwise leave hidden-check sources in the temporary folder.
+    Their notebooks and whatever the notebooks wrote would otherwise pile up in the temporary
+    folder.
     """
     import psutil
 
@@ -120,7 +120,7 @@ def remove_stale_runs(scratch: str | None = None) -> None:
 
 
 def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=None) -> Run:
-    """Run one graded copy under nbval in a subprocess (package docstring, steps 4-5).
+    """Run one graded copy under nbval in a subprocess (package docstring, step 2).
 
     Each harness cell of the copy connects to a socket of this process; ``station(index,
     kernel)`` then judges that cell's checks (:mod:`.judge`) and may return a released check's

@@ -31,7 +31,7 @@ def unrun_rows(student: str, unit: Unit, status: str, message: str) -> list[dict
 
 def score(student: str, unit: Unit, prepared: Prepared, run: Run, settings: Settings,
           verdicts: dict, delegated: dict, note: str = "") -> list[dict]:
-    """Turn nbval's per-cell results into rows (module docstring, step 6)."""
+    """Rows from the verdicts and the per-cell reports (package docstring, step 5)."""
     issues: dict[str, list[str]] = {}
 
     def where(number: int) -> str:

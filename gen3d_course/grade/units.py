@@ -189,7 +189,7 @@ def read_submission(path: Path) -> nbformat.NotebookNode:
 
 
 def prepare(unit: Unit, nb: nbformat.NotebookNode) -> Prepared:
-    """The graded copy of a student's notebook (module docstring, steps 2-3)."""
+    """The graded copy of a student's notebook (package docstring, step 1)."""
     cells = [c for c in nb.cells if c.get("cell_type") == "code"]
     for cell in cells:
         cell.setdefault("source", "")

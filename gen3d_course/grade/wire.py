@@ -1,5 +1,8 @@
 """Plain data between the grader and a student's kernel: a JSON tree plus the arrays of an .npz.
 
+Plain data: tensors, arrays, numbers, strings, None, and lists, tuples and string-keyed dicts of
+them, plus CPU ``torch.Generator`` s (as their state, sent back after the call).
+
 Whatever comes from the kernel is data to be judged, never code: JSON and ``np.load`` with
 ``allow_pickle=False``, arrays of a few numeric dtypes only, a size cap, and every node checked
 on arrival. Both ends import this module: the grader and the harness inside the sandbox.
@@ -45,6 +48,10 @@ def encode(obj, arrays: dict, depth: int = 0):
         key = f"a{len(arrays)}"
         arrays[key] = plain.resolve_conj().resolve_neg().numpy().copy()
         return {"$t": key, "grad": bool(obj.requires_grad)}
+    if torch is not None and isinstance(obj, torch.Generator) and obj.device.type == "cpu":
+        key = f"a{len(arrays)}"  # its state: the kernel draws what the grader would have drawn
+        arrays[key] = obj.get_state().numpy().copy()
+        return {"$g": key}
     if isinstance(obj, np.ndarray):
         key = f"a{len(arrays)}"
         arrays[key] = np.asarray(obj).copy()
@@ -79,11 +86,10 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
         return [decode(n, arrays, depth + 1, grads) for n in node]
     if not isinstance(node, dict) or len(node) not in (1, 2):
         raise InvalidData(f"unexpected node {str(node)[:80]}")
+    if "$g" in node:
+        return _generator(_array(node["$g"], arrays))
     if "$t" in node or "$n" in node:
-        key = node.get("$t", node.get("$n"))
-        if not isinstance(key, str) or key not in arrays:
-            raise InvalidData(f"reference to a missing array {str(key)[:40]}")
-        array = arrays[key]
+        array = _array(node.get("$t", node.get("$n")), arrays)
         if "$n" in node:
             return array
         import torch
@@ -99,17 +105,46 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
     raise InvalidData(f"unexpected node {str(node)[:80]}")
 
 
-def tensors(obj):
-    """Every tensor in a (nested) value, in the order ``encode`` meets them."""
+def _array(key, arrays: dict) -> np.ndarray:
+    if not isinstance(key, str) or key not in arrays:
+        raise InvalidData(f"reference to a missing array {str(key)[:40]}")
+    return arrays[key]
+
+
+def _generator(state: np.ndarray):
+    import torch
+
+    if state.dtype != np.uint8 or state.ndim != 1:
+        raise InvalidData("a random generator's state must be a 1-D uint8 array")
+    try:
+        return torch.Generator().set_state(torch.from_numpy(state.copy()))
+    except RuntimeError as err:
+        raise InvalidData(f"not a random generator's state: {err}") from None
+
+
+def restore(generator, state) -> None:
+    """Set ``generator`` to a state sent back after a call (a call advances the generators it got)."""
+    if not isinstance(state, np.ndarray) or state.shape != tuple(generator.get_state().shape):
+        raise InvalidData("the kernel sent no valid state for a random generator it was given")
+    generator.set_state(_generator(state).get_state())
+
+
+def walk(obj, kind: str):
+    """Every ``"Tensor"`` or ``"Generator"`` of torch in a (nested) value, in ``encode``'s order."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, getattr(torch, kind)):
         yield obj
     elif isinstance(obj, (tuple, list)):
         for o in obj:
-            yield from tensors(o)
+            yield from walk(o, kind)
     elif isinstance(obj, dict):
         for o in obj.values():
-            yield from tensors(o)
+            yield from walk(o, kind)
+
+
+def tensors(obj):
+    """Every tensor in a (nested) value, in ``encode``'s order."""
+    return walk(obj, "Tensor")
 
 
 def send(sock, header: dict, arrays: dict | None = None) -> None:
