@@ -7,7 +7,7 @@ TORCH_VERSION  ?= 2.13.0
 TORCH_PIP_ARGS ?=
 JOBS   ?= 2
 
-.PHONY: setup browser lab test test-unit book assign benchmark doctor clean
+.PHONY: setup browser sandbox lab test test-unit book assign benchmark doctor clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ assign: setup
 # Assignments run in tests/test_assignments.py, which expects each of their checks to fail.
 # One torch thread per worker: two multi-threaded workers on two cores slow each other badly.
 NOTEBOOKS = $(wildcard lectures/*.ipynb solutions/*.ipynb)
-test: setup browser
+test: setup browser sandbox
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 \
 	  -n $(JOBS) --dist loadscope -m "not browser" tests $(NOTEBOOKS)
@@ -72,6 +72,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "Chromium could not be installed: the browser tests will be skipped."
+
+# Debian's bubblewrap: `gen3d-course grade` runs each submission in its own sandbox. Where it
+# cannot be installed, the grading tests that need it are skipped and `grade` refuses (--unsafe).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } || \
+	  echo "bubblewrap could not be installed: the sandboxed grading tests will be skipped."
 
 benchmark: setup
 	GEN3D_MODE=fast $(PY) benchmarks/notebooks.py

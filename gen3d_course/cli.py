@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     p_train.add_argument("name")
     p_grade = commands.add_parser("grade", help="run submitted notebooks under nbval; write "
                                                 "grades.csv and one feedback file per student")
-    p_grade.add_argument("submissions", help="folder with one sub-folder per student")
+    p_grade.add_argument("submissions", nargs="?",
+                         help="folder with one sub-folder per student (not with --export)")
     p_grade.add_argument("--assignments", default="assignments",
                          help="the released assignments (reference for the check cells)")
     p_grade.add_argument("--hidden", help="instructor-only checks: NN_topic.py per assignment")
@@ -134,6 +135,15 @@ def main(argv=None) -> int:
                          help="grade again the notebooks an earlier run finished")
     p_grade.add_argument("--unit", action="append",
                          help="grade only this assignment (repeatable; default: all submitted)")
+    p_grade.add_argument("--memory", type=float, default=4.0,
+                         help="GiB of address space per process in a submission's sandbox")
+    p_grade.add_argument("--uses-reference", choices=("flag", "zero"), default="flag",
+                         help="an answer that calls the library's own reference function: "
+                              "flag it (default) or score it 0")
+    p_grade.add_argument("--export", choices=("gradescope",),
+                         help="write an autograder bundle to OUT/gradescope instead of grading")
+    p_grade.add_argument("--unsafe", action="store_true",
+                         help="run notebooks without a sandbox, with your permissions (no bwrap)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()

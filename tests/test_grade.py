@@ -2,21 +2,33 @@
 partly right, crashing, looping, kernel-killing, print-flooding, over the time cap, invalid JSON,
 edited checks, missing), then resume, interruption and secrecy checks on its outputs."""
 import csv
+import io
 import json
+import math
 import os
 import shutil
+import socket
+import struct
 import threading
+import zipfile
 
 import nbformat
+import numpy as np
 import psutil
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gen3d_course import grade as grader
+from gen3d_course.grade import batch as grader
 from gen3d_course.assign import make_assignment
 from gen3d_course.cli import main
 from gen3d_course.grade import (NOTEBOOK_ROW, GradeError, Run, csv_text, grade, load_unit,
                                 parse_hidden, prepare, remove_stale_runs, write_atomic)
+from gen3d_course.grade import sandbox
+from gen3d_course.grade.constants import STATION
+from gen3d_course.grade.judge import Verdict
+from gen3d_course.grade.reference import targets, uses
+from gen3d_course.grade.wire import InvalidData, NotData, decode, encode, receive, send
 
 UNIT = "07_toy.ipynb"
 MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it
@@ -99,6 +111,8 @@ def time_cap_course(root):
 def course(tmp_path_factory):
     """Build the fixture course and grade every student in one run (the time-cap course runs
     beside it, in a thread); return the paths and results."""
+    if sandbox.problem():
+        pytest.skip(f"no sandbox: {sandbox.problem()} (make sandbox)")
     root = tmp_path_factory.mktemp("course")
     assignments, subs, hidden, scratch = (root / d for d in ("assignments", "subs", "hidden", "scratch"))
     for d in (assignments, subs, hidden, scratch):
@@ -106,7 +120,6 @@ def course(tmp_path_factory):
     assignment = make_assignment(solution())
     nbformat.write(assignment, assignments / UNIT)
     (hidden / "07_toy.py").write_text(HIDDEN)
-    spy = root / "spy.json"
     all_right = {2: SQUARE, 4: SCALE, 6: CLAMP}
 
     def edit_checks(nb):
@@ -117,15 +130,18 @@ def course(tmp_path_factory):
     forge = {"event": "cell", "cell": 2, "phase": "call", "passed": True, "kind": "ok",
              "error": "", "message": "", "alive": True, "output_bytes": 0}
     notebooks = {
-        "correct": submission(assignment, all_right, insert=[(8, code(
+        "correct": submission(assignment, all_right),
+        "untouched": assignment,
+        "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"},
+                              insert=[(8, code(  # a spy: what can the notebook see?
             "import json, os\n"
             f"marker = {MARKER[:7]!r} + {MARKER[7:]!r}\n"
-            "hits = [os.path.join(d, f) for top in {os.getcwd(), os.path.dirname(os.getcwd())}\n"
-            "        for d, _, files in os.walk(top) for f in files\n"
-            "        if marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
-            f"json.dump({{'listing': os.listdir(), 'hits': hits}}, open({str(spy)!r}, 'w'))"))]),
-        "untouched": assignment,
-        "partial": submission(assignment, {2: SQUARE, 4: "def scale(x, k):\n    return x + k"}),
+            "tops = {os.getcwd(), os.path.dirname(os.getcwd()), '/tmp'}\n"
+            "hits = [os.path.join(d, f) for top in tops for d, _, files in os.walk(top)\n"
+            "        for f in files if os.path.isfile(os.path.join(d, f))  # not the kernel's sockets\n"
+            "        and marker.encode() in open(os.path.join(d, f), 'rb').read()]\n"
+            f"seen = [p for p in {[str(root / d) for d in ('hidden', 'subs', 'out', 'assignments')]!r} if os.path.exists(p)]\n"
+            "raise RuntimeError('SPY' + json.dumps({'hits': hits, 'seen': seen}))"))]),
         "crash": submission(
             assignment, {2: SQUARE, 4: "def scale(x, k):\n    raise ValueError('oops')", 6: CLAMP},
             insert=[(2, code("settings = {}\nsettings['lr']")),
@@ -160,7 +176,7 @@ def course(tmp_path_factory):
                    log=lambda line: None)
     beside.join()
     return {"root": root, "subs": subs, "assignments": assignments, "hidden": hidden,
-            "scratch": scratch, "out": root / "out", "spy": spy, "result": result,
+            "scratch": scratch, "out": root / "out", "result": result,
             "cap": capped["result"]}
 
 
@@ -275,8 +291,9 @@ def test_feedback_lists_totals_and_failing_messages(course):
 
 
 def test_hidden_sources_are_never_where_student_code_can_read_them(course):
-    spy = json.loads(course["spy"].read_text())
-    assert spy == {"listing": [], "hits": []}, "the kernel's folder is empty during the run"
+    message = table(course)["partial", NOTEBOOK_ROW]["message"]
+    spy = json.loads(message[message.index("SPY") + 3:message.index("}") + 1])
+    assert spy == {"hits": [], "seen": []}, "no hidden source, and no grader folder, in the sandbox"
     assert list(course["scratch"].iterdir()) == [], "run folders are removed"
     for path in course["root"].rglob("*"):
         if path.is_file() and course["hidden"] not in path.parents:
@@ -304,11 +321,17 @@ def test_cli_grade_resumes_and_reports(course, capsys):
 # --- without kernels: resume, interruption, atomic writes, preparation -------------------------
 
 
-def fake_run(nb, name, settings):
-    """Every cell passes, instantly."""
+def fake_run(nb, name, settings, station):
+    """Every cell passes, instantly, and every check is judged passed."""
     ok = {"event": "cell", "phase": "call", "passed": True, "kind": "ok", "error": "",
           "message": "", "alive": True, "output_bytes": 0}
+    for index in range(sum(cell.source == STATION for cell in nb.cells)):
+        station(index, None)
     return Run({i: dict(ok, cell=i) for i in range(len(nb.cells))}, True, False, 0, 0, 0.0, "")
+
+
+def all_passed(kernel, unit, checks, setup):
+    return {c.id: Verdict("passed", "") for c in checks}
 
 
 def small_course(root):
@@ -322,13 +345,15 @@ def small_course(root):
 def test_interrupted_run_leaves_a_complete_csv_and_resumes(tmp_path, monkeypatch):
     small_course(tmp_path)
     calls = []
+    monkeypatch.setattr(grader, "judge", all_passed)
+    monkeypatch.setattr(sandbox, "problem", lambda: None)  # fake runs: nothing to sandbox
 
-    def interrupted(nb, name, settings):
+    def interrupted(nb, name, settings, station):
         calls.append(name)
         if len(calls) == 3:  # Ctrl-C while cid runs: as in grade(), every worker is told to stop
             settings.stopping.set()
             raise KeyboardInterrupt
-        return fake_run(nb, name, settings)
+        return fake_run(nb, name, settings, station)
 
     monkeypatch.setattr(grader, "run_nbval", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -372,7 +397,7 @@ def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv"]
 
 
-def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
+def test_prepare_puts_a_harness_cell_where_each_check_was(tmp_path):
     (tmp_path / UNIT).write_text(nbformat.writes(make_assignment(solution())))
     unit = load_unit(tmp_path / UNIT)
     nb = make_assignment(solution())
@@ -384,10 +409,10 @@ def test_prepare_restores_checks_and_strips_raises_exception(tmp_path):
     assert prepared.edited == {
         "q1": "check cell tags edited; the released check ran instead",
         "q2": "question tag copied onto another cell; only the released check counts"}
-    checks = [c for c, (role, _) in zip(prepared.notebook.cells, prepared.roles) if role == "check"]
-    assert [c.metadata["tags"] for c in checks] == [["question:q1", "points:2"],
-                                                    ["question:q2", "points:1"],
-                                                    ["question:q3", "points:3"]]
+    harness = [(c.source, c.metadata.get("tags"), what)
+               for c, (role, what) in zip(prepared.notebook.cells, prepared.roles) if role == "check"]
+    assert harness == [(STATION, None, "q1"), (STATION, None, "q2"), (STATION, None, "q3")], \
+        "the checks run in the grader; in the kernel, a cell that serves them"
     assert prepared.roles[3] == ("student", (4, "True")) and "tags" not in prepared.notebook.cells[3].metadata
     assert all(c.outputs == [] and c.execution_count is None for c in prepared.notebook.cells)
 
@@ -425,3 +450,121 @@ def test_run_folders_of_killed_graders_are_removed(tmp_path):
         (tmp_path / name / "run" / UNIT).write_text(HIDDEN)
     remove_stale_runs(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen3d-grade-live"]
+
+
+# --- refusal, state and output hygiene, delegation, plain data -----------------------------------
+
+
+def test_refuses_without_a_sandbox_unless_unsafe(tmp_path, monkeypatch, capsys):
+    small_course(tmp_path)
+    monkeypatch.setattr(sandbox, "problem", lambda: "bubblewrap (bwrap) is not installed")
+    argv = ["grade", str(tmp_path / "subs"), "--assignments", str(tmp_path / "assignments"),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no sandbox: bubblewrap (bwrap) is not installed" in err
+    assert "--unsafe" in err and not (tmp_path / "out").exists()
+    monkeypatch.setattr(grader, "run_nbval", fake_run)
+    monkeypatch.setattr(grader, "judge", all_passed)
+    assert main(argv + ["--unsafe"]) == 0
+
+
+def test_malformed_or_inconsistent_state_is_reported_and_graded_again(tmp_path, monkeypatch):
+    small_course(tmp_path)
+    monkeypatch.setattr(sandbox, "problem", lambda: None)
+    monkeypatch.setattr(grader, "judge", all_passed)
+    monkeypatch.setattr(grader, "run_nbval", fake_run)
+    kwargs = dict(assignments=tmp_path / "assignments", out=tmp_path / "out")
+    grade(tmp_path / "subs", log=lambda line: None, **kwargs)
+    results = tmp_path / "out" / "results"
+    (results / "ann.json").write_text("{not json")
+    bea = json.loads((results / "bea.json").read_text())
+    bea["units"][UNIT]["rows"][0]["points"] = 99  # more than the question is worth
+    (results / "bea.json").write_text(json.dumps(bea))
+    cid = json.loads((results / "cid.json").read_text())
+    cid["units"][UNIT]["rows"] = "all of them"
+    (results / "cid.json").write_text(json.dumps(cid))
+    lines = []
+    result = grade(tmp_path / "subs", log=lines.append, **kwargs)
+    assert sorted(result.graded) == [("ann", "07_toy"), ("bea", "07_toy"), ("cid", "07_toy")]
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 3
+    assert "ann.json is unreadable" in warnings[0]
+    assert "impossible points or text in q1" in warnings[1]
+    assert "wrong number of rows" in warnings[2]
+    assert total({(r["student"], r["question"]): r for r in result.rows}, "bea") == 6
+
+
+def test_csv_cells_never_start_a_formula():
+    rows = [dict(student=lead + "name", unit="u", question="q", points=0, max=1, status="failed",
+                 message=lead + 'HYPERLINK("http://x")') for lead in "=+-@\t\r"]
+    rows.append(dict(student="plain", unit="u", question="q", points=1, max=1, status="passed",
+                     message="fine"))
+    parsed = list(csv.reader(io.StringIO(csv_text(rows), newline="")))[1:]
+    assert len(parsed) == 7 and all(cell.startswith("'") for row in parsed[:-1] for cell in (row[0], row[6]))
+    assert parsed[-1] == ["plain", "u", "q", "1", "1", "passed", "fine"]
+
+
+def test_delegation_to_the_library_is_found_by_any_alias():
+    cells = [(1, "from gen3d_course.models import autoencoders as ae\nimport gen3d_course as g"),
+             (2, "def kl_divergence(mu, logvar):\n    return ae.kl_divergence(mu, logvar)"),
+             (3, "m = g.models.autoencoders\nreparameterize = getattr(m, 'reparameterize')"),
+             (4, "from gen3d_course.models.autoencoders import vae_loss as mine"),
+             (5, "%matplotlib inline\nx = __import__('gen3d_course.models.autoencoders').models.autoencoders.bce"),
+             (6, "def square(x):\n    return x * x  # ae.square would not be the library's")]
+    found = uses(cells, {"kl_divergence", "reparameterize", "vae_loss", "bce", "square"})
+    assert found == {
+        "kl_divergence": "ae.kl_divergence (cell 2)",
+        "reparameterize": "getattr(m, 'reparameterize') (cell 3)",
+        "vae_loss": "gen3d_course.models.autoencoders.vae_loss (imported in cell 4)",
+        "bce": "__import__('gen3d_course.models.autoencoders').models.autoencoders.bce (cell 5)"}
+    assert targets("check_kl_divergence(kl_divergence)",
+                   "from gen3d_course.checks.vae import check_kl_divergence") == {"kl_divergence"}
+
+
+def test_plain_data_only_crosses_the_wire():
+    left, right = socket.socketpair()
+    with left, right:
+        arrays = {}
+        tree = encode((torch.ones(2, 3), {"k": [1.5, float("nan"), None, "s"]}, np.arange(3)), arrays)
+        send(left, {"out": tree}, arrays)
+        header, got = receive(right)
+        out = decode(header["out"], got)
+        assert type(out[0]) is torch.Tensor and out[0].shape == (2, 3) and not out[0].requires_grad
+        assert out[1]["k"][0] == 1.5 and math.isnan(out[1]["k"][1]) and out[1]["k"][2:] == [None, "s"]
+        generator = torch.Generator().manual_seed(5)  # a generator crosses as its state
+        send(left, {"g": encode(generator, arrays := {})}, arrays)
+        header, got = receive(right)
+        copy = decode(header["g"], got)
+        assert torch.equal(torch.rand(3, generator=copy), torch.rand(3, generator=generator))
+        with pytest.raises(NotData, match="a Linear is not plain data"):
+            encode(torch.nn.Linear(2, 2), {})
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([object()], dtype=object), allow_pickle=True)  # a pickle inside
+        raw = io.BytesIO()
+        with zipfile.ZipFile(raw, "w") as z:
+            z.writestr("a0.npy", buffer.getvalue())
+        head = json.dumps({"out": {"$t": "a0"}}).encode()
+        left.sendall(struct.pack(">QQ", len(head), len(raw.getvalue())) + head + raw.getvalue())
+        with pytest.raises(InvalidData, match="not a valid .npz|not a plain number type"):
+            receive(right)
+        left.sendall(struct.pack(">QQ", 10, 2**40))
+        with pytest.raises(InvalidData, match="over the"):
+            receive(right)
+
+
+def test_unsafe_grades_the_same_way_without_a_sandbox(tmp_path):
+    """--unsafe (no bwrap: macOS, or Gradescope's container) keeps the checks in the grader."""
+    nb = new_notebook(cells=[code("answer = 42  # SOLUTION"),
+                             code("assert answer == 42, 'not the answer'", "question:q1", "points:1")])
+    assignment = make_assignment(nb)
+    (tmp_path / "assignments").mkdir()
+    nbformat.write(assignment, tmp_path / "assignments" / "09_tiny.ipynb")
+    for student, answer in (("right", "answer = 42"), ("wrong", "answer = 41")):
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        nbformat.write(submission(assignment, {0: answer}), tmp_path / "subs" / student / "09_tiny.ipynb")
+    result = grade(tmp_path / "subs", assignments=tmp_path / "assignments", out=tmp_path / "out",
+                   timeout=CELL_TIMEOUT, unsafe=True, log=lambda line: None)
+    rows = {(r["student"], r["question"]): r for r in result.rows}
+    assert rows["right", "q1"]["status"] == "passed" and rows["wrong", "q1"]["status"] == "failed"
+    assert rows["wrong", "q1"]["message"] == "AssertionError: not the answer"

@@ -75,7 +75,13 @@ def _call_text(name: str, named: list[tuple[str, object]]) -> str:
 
 
 def _student_line(fn, exc: BaseException) -> str:
-    """`` at line N: `code` `` for the deepest frame in the student's cell, or ''."""
+    """`` at line N: `code` `` for the deepest frame in the student's cell, or ''.
+
+    When the grader called the function in the student's kernel, the kernel found the line
+    (``exc.student_line``): the traceback stayed there.
+    """
+    if isinstance(getattr(exc, "student_line", None), str):
+        return exc.student_line
     filename = getattr(getattr(fn, "__code__", None), "co_filename", None)
     frames = [f for f in inspect.getinnerframes(exc.__traceback__, 1) if f.filename == filename]
     if not frames:
