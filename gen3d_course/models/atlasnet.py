@@ -273,7 +273,9 @@ def chamfer_step(model: AutoEncoder, clouds: torch.Tensor, *, batch_size: int = 
 
     Each step takes ``batch_size`` random shapes, encodes a random subset of n_points of each
     cloud, decodes n_points and compares them with another random subset:
+
         loss = mean over the batch of CD(decoded, target)   (squared distances, both ways)
+
     From step ``decay_at`` on, the learning rate is lr / 5 (a late drop settles the points).
     Batches are drawn on the CPU and moved to the model's device (see ``train.on_device``).
     """

@@ -9,7 +9,8 @@ D ascends it, G descends it. For a fixed G the best D is D*(x) = p(x) / (p(x) + 
 then V = 2·JS(p, q) - log 4: the original GAN minimises a Jensen-Shannon divergence.
 (The Wasserstein GAN of unit 03 is ``models.wgan``.)
 
-Contents
+Contents:
+
 - toy networks for 1D/2D data (``ToyGenerator``, ``ToyDiscriminator``). Both take an optional
   *ensemble* size: ``members=K`` holds K independent networks in one set of batched weight
   tensors, so K seeds train for the price of about one to two (Adam is element-wise, so the

@@ -48,8 +48,8 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0,
     """Side length after a (transposed) convolution along one axis.
 
     Conv:       floor((n + 2 p - k) / s) + 1     (slide a k-window in steps of s over n + 2p)
-    Transposed: (n - 1) s - 2 p + k + output_padding
-                (each input cell stamps a k-window, s apart; p trims both ends)
+    Transposed: (n - 1) s - 2 p + k + output_padding  (each input cell stamps a k-window, s apart;
+    p trims both ends)
 
     The transposed formula inverts the conv formula when (n + 2p - k) is divisible by s, which is
     why a transposed convolution is the "shape inverse" (not the inverse) of a convolution.

@@ -77,7 +77,9 @@ def render_rgba(shape, albedo, c2w, width: int, height: int, focal: float,
     ``albedo`` is an RGB triple or a callable (N, 3) hit points → (N, 3) colours in [0, 1]
     (e.g. the colour of the nearest object). Shading, per hit with unit normal n, light l,
     view direction v and half vector h = (l + v)/|l + v|:
+
         c = albedo · (ambient + (1 − ambient) · max(n·l, 0)) + specular · max(n·h, 0)^shininess
+
     ``specular`` > 0 makes the colour depend on the viewing direction (a highlight moves with
     the camera); 0 gives a purely Lambertian, view-independent image.
 
