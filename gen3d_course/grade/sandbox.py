@@ -65,10 +65,12 @@ def _python_binds() -> list[str]:
 def command(inner: list[str], work: Path, cwd: Path, env: dict) -> list[str]:
     """``inner`` wrapped in bubblewrap with only ``work`` writable and ``env`` as its environment."""
     library = library_folder()
+    # Mounts apply in order: the private /tmp first, so a Python, library or run folder that
+    # lives under /tmp (a clone in /tmp, pytest's tmp_path) is bound on top of it, not hidden.
     args = [shutil.which("bwrap"), "--unshare-all", "--die-with-parent", "--new-session",
-            "--uid", NOBODY, "--gid", NOBODY, *_system_binds(), *_python_binds(),
-            "--ro-bind", str(library), str(library), "--proc", "/proc", "--dev", "/dev",
-            "--tmpfs", "/tmp", "--bind", str(work), str(work), "--chdir", str(cwd), "--clearenv"]
+            "--uid", NOBODY, "--gid", NOBODY, *_system_binds(), "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", *_python_binds(), "--ro-bind", str(library), str(library),
+            "--bind", str(work), str(work), "--chdir", str(cwd), "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
     return args + inner
