@@ -198,6 +198,16 @@ def test_wgan_gp_critic_estimate_rises_then_the_generator_closes_the_gap():
         experiments.train_toy_gan(data, method="lsgan", steps=1)
 
 
+def test_clipped_wgan_trains_with_rmsprop_as_the_paper_prescribes():
+    data = toy2d.ring_of_gaussians(4000, std=0.05)
+    runs = {opt: experiments.train_toy_gan(data, method="wgan-clip", clip=0.05, optimizer=opt, members=1, steps=3,
+                                           hidden=8, seed=0, progress=False)[0] for opt in ("adam", "rmsprop")}
+    z = runs["adam"].noise(5, torch.Generator().manual_seed(0))
+    assert not torch.allclose(runs["adam"](z), runs["rmsprop"](z))  # the option reaches the optimiser
+    with pytest.raises(ValueError, match="optimizer"):
+        experiments.train_toy_gan(data, method="wgan-clip", optimizer="sgd", steps=1)
+
+
 def test_infogan_code_information_is_zero_for_an_ignored_code_and_one_for_a_perfect_code():
     class Perfect(torch.nn.Module):  # the code picks the mode, z is ignored
         latent_dim, n_codes, members = 10, 8, 1

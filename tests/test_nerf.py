@@ -171,6 +171,21 @@ def test_checks_pass_on_the_references_and_explain_classic_mistakes():
     with pytest.raises(CheckFailure, match="cut off|no gradient"):
         checks.check_compositing_weights(detached)
 
+    def far_only_a_number(sigmas, t, far):  # passes with a number, crashes in training
+        last = torch.full_like(t[:, -1:], far) - t[:, -1:]
+        alpha = 1 - torch.exp(-sigmas * torch.cat([t[:, 1:] - t[:, :-1], last], 1))
+        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
+        return alpha, trans, trans * alpha
+
+    with pytest.raises(CheckFailure, match=r"not with `far` an \(R, 1\) tensor"):
+        checks.check_compositing_weights(far_only_a_number)
+
+    def colors_far_only_a_number(sigmas, c, t, far, bg):
+        return colors(sigmas, c, t, float(far), bg)
+
+    with pytest.raises(CheckFailure, match=r"\(R, 1\) tensor"):
+        checks.check_render_ray_colors(colors_far_only_a_number)
+
     with pytest.raises(CheckFailure, match="background"):
         checks.check_render_ray_colors(lambda s, c, t, far, bg: colors(s, c, t, far, 0.0))
 

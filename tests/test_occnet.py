@@ -5,12 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from gen3d_course.checks import CheckFailure
-from gen3d_course.checks.occnet import check_cells_to_subdivide, check_occupancy_bce, check_volumetric_iou
+from gen3d_course.checks.occnet import (check_cells_to_subdivide, check_mise_refine, check_occupancy_bce,
+                                        check_volumetric_iou)
 from gen3d_course.data.shapes import make_shape
 from gen3d_course.experiments.occnet import (SHIPPED, heldout_iou, make_eval_set, nearest_neighbour_iou,
                                              voxel_iou_bound)
 from gen3d_course.geometry.metrics import iou
-from gen3d_course.geometry.mise import boundary_cells
+from gen3d_course.geometry.extract import grid_nodes
+from gen3d_course.geometry.mise import boundary_cells, cell_nodes, upsample2
 from gen3d_course.models.occnet import (DEFAULTS, OccupancyNetwork, OccupancyVAE, PointNetEncoder, fit,
                                         fit_vae, fourier_features, make_occupancy_data, noisy_cloud,
                                         occupancy_bce, sample_batch)
@@ -165,6 +167,41 @@ def test_checks_catch_typical_mistakes():
         check_volumetric_iou(lambda a, b: ((a & b).sum() / (a | b).sum().clamp(min=1)).float())
     with pytest.raises(CheckFailure, match="differ"):
         check_volumetric_iou(lambda a, b: (a & b).sum() / (a.sum() + b.sum()).float())
+
+
+def mise_loop(field, start_res, levels, level, *, requery=False, dense=False, zeros_between=False):
+    """MISE's refinement loop as the assignment asks for it, with switches for three classic slips."""
+    res = start_res
+    values = field(torch.from_numpy(grid_nodes(res))).reshape(res, res, res)
+    evaluated = torch.ones_like(values, dtype=torch.bool)
+    queries = values.numel()
+    for _ in range(levels):
+        active = boundary_cells(values, level)
+        if zeros_between:  # a fresh grid with the old nodes copied and the rest left at 0
+            old, values = values, torch.zeros((2 * res - 1,) * 3)
+            values[::2, ::2, ::2] = old
+        else:
+            values = torch.from_numpy(upsample2(values.numpy()))
+        res = 2 * res - 1
+        known = torch.zeros(values.shape, dtype=torch.bool)
+        known[::2, ::2, ::2] = evaluated
+        need = torch.ones_like(known) if dense else torch.from_numpy(cell_nodes(active))
+        need = need if requery else need & ~known
+        points = torch.from_numpy(grid_nodes(res)).reshape(res, res, res, 3)[need]
+        values[need] = field(points)
+        evaluated, queries = known | need, queries + len(points)
+    return values, queries
+
+
+def test_the_mise_loop_check_passes_the_reference_and_names_the_slips():
+    assert check_mise_refine(mise_loop)
+    for slip, message in [("requery", "must not be"), ("dense", "as many as the dense"),
+                          ("zeros_between", "trilinear")]:
+        with pytest.raises(CheckFailure, match=message):
+            check_mise_refine(lambda *args, slip=slip: mise_loop(*args, **{slip: True}))
+    with pytest.raises(CheckFailure, match="refinement"):
+        check_mise_refine(lambda f, r, levels, level: mise_loop(f, r, levels - 1, level) if levels > 1
+                          else mise_loop(f, r, levels, level))
 
 
 def test_the_shipped_checkpoint_loads_and_completes_unseen_shapes():

@@ -6,6 +6,8 @@ inclusive transmittance, a missing π), the message says which one.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import torch
@@ -98,13 +100,32 @@ def _ray_inputs(generator: torch.Generator, channels: int = 3):
     return sigmas, t, far, colors
 
 
+def _far_per_ray(generator: torch.Generator, t: torch.Tensor) -> torch.Tensor:
+    """(R, 1) far distances, one per ray, the shape the training cell passes (``far[:, None]``)."""
+    return t[:, -1:] + 0.1 + torch.rand(len(t), 1, generator=generator)
+
+
+def _check_far_as_tensor(fn, reference, inputs, *, name: str) -> None:
+    """Re-run a check that passed with ``far`` a number, now with ``far`` an (R, 1) tensor."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            check_function(fn, reference, inputs, name=name, trials=4, atol=1e-5)
+    except CheckFailure as failure:
+        raise CheckFailure(
+            f"{failure}\n  Your function works with `far` a number but not with `far` an (R, 1) tensor "
+            "(one far distance per ray), which is what the training cell passes (`far[:, None]` from "
+            "`ray_box`). Write the last interval as `far - t_vals[:, -1:]`: broadcasting makes it "
+            "(R, 1) for both; `torch.full_like(t, far)` accepts only a number.") from None
+
+
 def _reference_weights(sigmas, t_vals, far):
     out = volume_render(sigmas, torch.zeros(*sigmas.shape, 1), t_vals, far=far)
     return out["alpha"], out["transmittance"], out["weights"]
 
 
 def check_compositing_weights(compositing_weights) -> bool:
-    """``compositing_weights(sigmas (R, S), t_vals (R, S), far) -> (alpha, transmittance, weights)``."""
+    """``compositing_weights(sigmas (R, S), t_vals (R, S), far) -> (alpha, transmittance, weights)``,
+    with ``far`` a number or an (R, 1) tensor (the training cell's shape)."""
     def inputs(generator):
         sigmas, t, far, _ = _ray_inputs(generator)
         return sigmas, t, far
@@ -112,6 +133,11 @@ def check_compositing_weights(compositing_weights) -> bool:
     def run():
         check_function(compositing_weights, _reference_weights, inputs, name="compositing_weights",
                        trials=6, atol=1e-5)
+        def tensor_far(generator):
+            sigmas, t, _ = inputs(generator)
+            return sigmas, t, _far_per_ray(generator, t)
+
+        _check_far_as_tensor(compositing_weights, _reference_weights, tensor_far, name="compositing_weights")
         sigmas, t, far = inputs(torch.Generator().manual_seed(1))
         return check_gradients_flow(compositing_weights, (sigmas.requires_grad_(), t, far),
                                     name="compositing_weights")
@@ -151,6 +177,11 @@ def check_render_ray_colors(render_ray_colors) -> bool:
     def run():
         check_function(render_ray_colors, _reference_render, inputs, name="render_ray_colors",
                        trials=6, atol=1e-5, rtol=1e-4)
+        def tensor_far(generator):
+            sigmas, colors, t, _, background = inputs(generator)
+            return sigmas, colors, t, _far_per_ray(generator, t), background
+
+        _check_far_as_tensor(render_ray_colors, _reference_render, tensor_far, name="render_ray_colors")
         sigmas, colors, t, far, background = inputs(torch.Generator().manual_seed(3))
         return check_gradients_flow(render_ray_colors, (sigmas.requires_grad_(), colors.requires_grad_(),
                                                         t, far, background), name="render_ray_colors")

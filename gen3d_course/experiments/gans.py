@@ -67,7 +67,8 @@ def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, 
                   hidden: int = 128, depth: int = 3, n_critic: int = 5, clip: float = 0.01,
                   gp_weight: float = 1.0, minibatch_std=False, saturating: bool = False,
                   n_codes: int = 8, info_weight=1.0, seed: int = 0, log_every: int = 10,
-                  eval_every: int = 0, eval_fn=None, max_seconds: float | None = None, progress: bool = True, desc: str | None = None):
+                  eval_every: int = 0, eval_fn=None, max_seconds: float | None = None, progress: bool = True,
+                  desc: str | None = None, optimizer: str = "adam"):
     """Train ``members`` independent toy GANs (different seeds) on ``data`` (N, d) for ``steps``
     generator updates; returns (G, D, history).
 
@@ -75,7 +76,9 @@ def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, 
     steps per G step), or "infogan" (a GAN whose generator also takes a categorical code of
     ``n_codes`` values, as one-hot, and whose D has an extra Q head; see ``infogan_step``).
     ``minibatch_std`` and ``info_weight`` may be given per member (a list of K values), to train
-    a variant and its baseline side by side. Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
+    a variant and its baseline side by side. ``optimizer``: "adam" (with ``betas``) or "rmsprop"
+    (the WGAN paper's choice for weight clipping: it reports Adam's momentum destabilising the
+    clipped critic). Each member draws its own real batches and noise. ``eval_fn(G)`` -> anything is called
     every ``eval_every`` steps and at the end, and kept in ``history["eval"]`` as (step, value)
     pairs. ``history.seconds`` is the wall time, ``history.ms_per_step`` the time per G step.
     """
@@ -93,8 +96,14 @@ def train_toy_gan(data: torch.Tensor, *, method: str = "gan", members: int = 4, 
     D = ToyDiscriminator(dim, hidden, depth, members, minibatch_std=minibatch_std,
                          outputs=1 + n_codes * info)
     G.n_codes = n_codes if info else 0
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    if optimizer not in ("adam", "rmsprop"):
+        raise ValueError(f"train_toy_gan: optimizer {optimizer!r} must be 'adam' or 'rmsprop'.")
+    if optimizer == "adam":
+        opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+        opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    else:
+        opt_g = torch.optim.RMSprop(G.parameters(), lr=lr)
+        opt_d = torch.optim.RMSprop(D.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(seed + 1)
 
     def real_batch():  # (K, B, d) for an ensemble, (B, d) for a single GAN

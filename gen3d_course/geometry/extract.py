@@ -21,6 +21,27 @@ def grid_nodes(res: int, bounds=WORLD) -> np.ndarray:
     return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
+def edge_crossing(x0, x1, f0, f1, level: float = 0.0):
+    """Where the field crosses ``level`` on the edges x0 → x1, by linear interpolation.
+
+    x = x0 + t·(x1 − x0) with t = (level − f0) / (f1 − f0): the vertex rule of marching cubes
+    (scikit-image applies it in C); (N, 3) ends, (N,) values. Exact when f is linear on the edge.
+    """
+    t = (level - f0) / (f1 - f0)
+    return x0 + t[..., None] * (x1 - x0)
+
+
+def grid_to_world(vertices, shape, bounds=WORLD):
+    """Grid-index coordinates (V, 3) of a node grid with ``shape`` nodes per axis → world.
+
+    x = lo + index · spacing with spacing = (hi − lo) / (n − 1): n nodes span n − 1 intervals,
+    and node 0 sits at lo.
+    """
+    lo, hi = (np.asarray(b, dtype=np.float64) for b in bounds)
+    spacing = (hi - lo) / (np.asarray(shape, dtype=np.float64) - 1)
+    return vertices * spacing + lo
+
+
 def _to_numpy(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
@@ -76,9 +97,8 @@ def marching_cubes(values, level: float = 0.0, bounds=WORLD) -> trimesh.Trimesh:
             f"every node is {side} the surface, so there is nothing to extract. "
             "Check the level, the bounds, or whether the model has learned a surface yet."
         )
-    spacing = (np.asarray(bounds[1], float) - bounds[0]) / (np.asarray(values.shape) - 1)
-    verts, faces, _, _ = measure.marching_cubes(values, level=level, spacing=tuple(spacing))
-    return trimesh.Trimesh(verts + bounds[0], faces, process=True)
+    verts, faces, _, _ = measure.marching_cubes(values, level=level)
+    return trimesh.Trimesh(grid_to_world(verts, values.shape, bounds), faces, process=True)
 
 
 def extract_mesh(field, res: int = 64, level: float = 0.0, bounds=WORLD,

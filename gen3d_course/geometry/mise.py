@@ -33,7 +33,7 @@ from scipy import ndimage
 from ..config import WORLD
 from .extract import evaluate_field, marching_cubes
 
-__all__ = ["MiseGrid", "boundary_cells", "final_resolution", "grid_iou", "mesh_agreement", "mise",
+__all__ = ["MiseGrid", "boundary_cells", "cell_nodes", "final_resolution", "grid_iou", "mesh_agreement", "mise",
            "mise_grid", "upsample2"]
 
 
@@ -80,6 +80,22 @@ def upsample2(values: np.ndarray) -> np.ndarray:
     out[:, 1::2, ::2] = 0.5 * (out[:, :-2:2, ::2] + out[:, 2::2, ::2])
     out[:, :, 1::2] = 0.5 * (out[:, :, :-2:2] + out[:, :, 2::2])
     return out
+
+
+def cell_nodes(active) -> np.ndarray:
+    """The nodes of the half-spacing grid that belong to the active cells: bool (2n+1)³ for n³ cells.
+
+    Coarse cell (i, j, k) spans the fine nodes [2i:2i+3, 2j:2j+3, 2k:2k+3]: its 8 old corners
+    and the 19 nodes that subdividing it adds (neighbouring cells share some of them).
+    """
+    active = np.asarray(active.detach().cpu() if isinstance(active, torch.Tensor) else active, dtype=bool)
+    n = active.shape[0]
+    need = np.zeros(tuple(2 * s + 1 for s in active.shape), dtype=bool)
+    for di in range(3):
+        for dj in range(3):
+            for dk in range(3):
+                need[di:di + 2 * n:2, dj:dj + 2 * n:2, dk:dk + 2 * n:2] |= active
+    return need
 
 
 def _nodes(res: int, bounds) -> np.ndarray:
@@ -154,13 +170,7 @@ def mise_grid(field, start_res: int = 33, levels: int = 2, level: float = 0.0, b
         was[::2, ::2, ::2] = evaluated
         new_stage = np.full(values.shape, -1, dtype=np.int8)
         new_stage[::2, ::2, ::2] = stage
-        need = np.zeros(values.shape, dtype=bool)
-        n = active.shape[0]
-        for di in range(3):  # the 27 nodes of each active coarse cell, at the fine spacing
-            for dj in range(3):
-                for dk in range(3):
-                    need[di:di + 2 * n:2, dj:dj + 2 * n:2, dk:dk + 2 * n:2] |= active
-        need &= ~was
+        need = cell_nodes(active) & ~was  # new nodes of the active cells
         idx = np.nonzero(need)
         axis = _nodes(res, bounds)
         points = np.stack([axis[idx[0]], axis[idx[1]], axis[idx[2]]], axis=1)
