@@ -42,13 +42,26 @@ def _composite(sigma, rgb, t, far, background):
     return out
 
 
+def field_bounds(field, bounds=None) -> tuple:
+    """The box to render ``field`` in: ``bounds`` if given, else the field's own ``bounds``
+    attribute (a NeRF or grid knows the box it was built for), else the world cube."""
+    return getattr(field, "bounds", WORLD) if bounds is None else bounds
+
+
+def field_device(field) -> torch.device:
+    """Where a field's parameters live (the CPU for a plain callable), so rays can be sent there."""
+    parameters = getattr(field, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return torch.device("cpu") if first is None else first.device
+
+
 def render_rays(field, origins: torch.Tensor, directions: torch.Tensor, *, n_samples: int = 32,
-                n_importance: int = 0, bounds=WORLD, perturb: bool = True, background=1.0,
+                n_importance: int = 0, bounds=None, perturb: bool = True, background=1.0,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Render rays (R, 3) through ``field``: {"rgb" (R, 3), "depth", "acc" (R,), "weights", "t" (R, S)}.
 
-    Samples lie between where each ray enters and leaves the box ``bounds`` (rays that miss it
-    see the background). With ``n_importance`` > 0 a coarse pass with ``n_samples`` stratified
+    Samples lie between where each ray enters and leaves the box ``bounds`` (default: the
+    field's own, see ``field_bounds``; rays that miss it see the background). With ``n_importance`` > 0 a coarse pass with ``n_samples`` stratified
     samples is followed by ``n_importance`` samples drawn from its weights, and the field is
     queried on those too (one field for both passes, the coarse values reused; the NeRF paper
     trains a second, "fine" network); the coarse result is under "coarse".
@@ -56,7 +69,7 @@ def render_rays(field, origins: torch.Tensor, directions: torch.Tensor, *, n_sam
     if origins.shape != directions.shape or origins.ndim != 2 or origins.shape[-1] != 3:
         raise ValueError(f"render_rays: origins {tuple(origins.shape)} and directions "
                          f"{tuple(directions.shape)} must both be (R, 3).")
-    near, far, _ = ray_box(origins, directions, bounds)
+    near, far, _ = ray_box(origins, directions, field_bounds(field, bounds))
     t = stratified_samples(near, far, n_samples, perturb=perturb, generator=generator)
     sigma, rgb = query_field(field, origins, directions, t)
     out = _composite(sigma, rgb, t, far, background)
@@ -79,12 +92,14 @@ def render_image(field, c2w, width: int, height: int, focal: float, *, chunk: in
     """A full image: {"rgb" (H, W, 3), "depth" (H, W), "acc" (H, W)}; deterministic samples.
 
     Depth is 0 where the accumulated opacity is below one half (the ray saw mostly background).
+    The rays go to the field's device and the image comes back on the CPU.
     """
-    origins, directions = (x.reshape(-1, 3) for x in pixel_rays(c2w, width, height, focal))
+    device = field_device(field)
+    origins, directions = (x.reshape(-1, 3).to(device) for x in pixel_rays(c2w, width, height, focal))
     render_kw.setdefault("perturb", False)
     parts = [render_rays(field, origins[i:i + chunk], directions[i:i + chunk], **render_kw)
              for i in range(0, len(origins), chunk)]
-    out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "acc")}
+    out = {k: torch.cat([p[k] for p in parts]).cpu() for k in ("rgb", "depth", "acc")}
     out["depth"] = torch.where(out["acc"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))
     return {"rgb": out["rgb"].reshape(height, width, 3), "depth": out["depth"].reshape(height, width),
             "acc": out["acc"].reshape(height, width)}
