@@ -1,7 +1,8 @@
 """Real-data figures of issue 21: ``load_blender`` peak memory, exact mesh-query speed, and NeRF
 on the procedural scene written as a Blender scene three times larger than the world cube.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/real_data.py [memory|sdf|scale ...]   (default: all)
+Usage: OMP_NUM_THREADS=1 python benchmarks/real_data.py [memory|sdf|scale ...]   (default: all;
+scale trains four NeRFs, about 10 CPU-minutes)
 
 Speeds are CPU-seconds (``time.process_time``) and the best of a few repeats, since the
 machines this runs on are shared.
@@ -95,13 +96,47 @@ def sdf_speed(n: int = 50_000, repeats: int = 3) -> dict:
     return result
 
 
+def scale(factor: float = 3.0) -> dict:
+    """Lecture 08's recipes (lecture mode: 40 views of 64², MLP 1200 steps, grid 2000 steps) on
+    the procedural scene written as a Blender folder at unit scale and ``factor`` times larger
+    (box ±1.5, read back from the json): held-out PSNR of each, and the training CPU-seconds."""
+    import torch
+
+    from gen3d_course import config
+    from gen3d_course.data.nerf_formats import load_blender, save_blender
+    from gen3d_course.data.scenes import scene_views
+    from gen3d_course.models import nerf
+
+    torch.set_num_threads(1)
+    views = scene_views(n_train=40, n_test=6, size=64, seed=0)
+    recipes = {
+        "mlp": (lambda b: nerf.NeRF(width=64, depth=4, pos_freqs=6, dir_freqs=4, bounds=b),
+                dict(steps=1200, batch_rays=1024, n_samples=32, lr=5e-3, lr_decay=0.1)),
+        "grid": (lambda b: nerf.GridField(res=64, features=4, width=32, bounds=b),
+                 dict(steps=2000, batch_rays=1024, n_samples=32, lr=1e-3, lr_decay=0.3, tv_weight=1e-3,
+                      tv_block=16)),
+    }
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in (1.0, factor):
+            for split in ("train", "test"):
+                save_blender(views[split].scaled(s), Path(tmp) / f"x{s:g}", split)
+            train, test = (load_blender(Path(tmp) / f"x{s:g}", split) for split in ("train", "test"))
+            for name, (make, settings) in recipes.items():
+                config.seed_everything(0)
+                fit = nerf.fit(make(train.bounds), train, test, progress=False, **settings)
+                result[f"{name}_x{s:g}_psnr"] = fit.final_psnr
+                result[f"{name}_x{s:g}_cpu_s"] = fit.cpu_seconds[-1]
+    return result
+
+
 def main(which) -> None:
     for name in which:
         start = time.perf_counter()
-        result = {"memory": memory, "sdf": sdf_speed}[name]()
-        print(name, {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()},
+        result = {"memory": memory, "sdf": sdf_speed, "scale": scale}[name]()
+        print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["memory", "sdf"])
+    main(sys.argv[1:] or ["memory", "sdf", "scale"])
