@@ -29,11 +29,10 @@ from torch import nn
 
 from .. import config
 from ..data.scenes import Views
-from ..render.rays import field_bounds
 from ..geometry.extract import extract_mesh
 from ..geometry.metrics import psnr
 from ..render.encoding import PositionalEncoding
-from ..render.rays import render_image, render_rays
+from ..render.rays import field_bounds, render_image, render_rays
 from ..train import History, on_device, train
 
 
@@ -287,7 +286,8 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
     train a cut-out of the scene without a word. Training runs on ``device`` (default
     ``config.pick_device()``, see ``train.on_device``); rays are drawn on the CPU.
     """
-    check_field_box(field, train_views)
+    for views in (train_views, test_views) if test_views is not None else (train_views,):
+        check_field_box(field, views)
     train_views.check_bounds()
     bounds = train_views.bounds
     rays = training_rays(train_views)
@@ -300,7 +300,6 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
 
     def record(i):
         if test_views is not None:
-            check_field_box(field, test_views)
             result.curve.append((clock["train"], i + 1, evaluate(field, test_views, n_samples=n_samples,
                                                                  n_importance=n_importance)["psnr"]))
             result.cpu_seconds.append(clock["cpu"])
