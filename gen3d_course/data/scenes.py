@@ -144,9 +144,11 @@ class Views:
         foreground = self.alpha > 0.5
         if bool((self.alpha > 0.999).all()) or not bool(foreground.any()):
             return 0.0
-        origins, directions = self.rays()
-        _, _, hit = ray_box(origins[foreground], directions[foreground], self.bounds)
-        return float(1.0 - hit.float().mean())
+        missed = 0
+        for c2w, mask in zip(self.poses, foreground):  # one view at a time: rays of 800² add up
+            origins, directions = pixel_rays(c2w, self.width, self.height, self.focal)
+            missed += int((~ray_box(origins[mask], directions[mask], self.bounds)[2]).sum())
+        return missed / int(foreground.sum())
 
     def check_bounds(self, tolerance: float = 0.05) -> None:
         """Raise ``BoundsError`` when more than ``tolerance`` of the foreground rays miss the box."""
