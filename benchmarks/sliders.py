@@ -130,6 +130,18 @@ def nerf_orbit():
                                  [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])))
 
 
+def nerf_orbit_every_sample():
+    """Unit 08: ``nerf_orbit`` without the occupancy grid and early termination (what it was)."""
+    from gen3d_course.experiments import nerf as experiments
+    from gen3d_course.viz.image_sliders import image_sliders
+
+    render = experiments.orbit_renderer(experiments.load_pretrained(), size=64, skip_empty=False,
+                                        **experiments.ORBIT_RENDER)
+    box = image_sliders(render, azimuth=(0.0, 360.0, 15.0, 30.0), elevation=(10.0, 70.0, 5.0, 30.0))
+    return measure(box, [box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
+                   [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])
+
+
 def graf_sliders():
     """Unit 09: shipped GRAF generator, one 64×64 volume render (16 samples per ray) per move."""
     from gen3d_course.experiments import graf as experiments
@@ -151,6 +163,7 @@ PANELS = {"00 gallery (64³ re-mesh)": gallery,
           "01 voxel VAE sliders (16³ decode + marching cubes)": vae_voxel_sliders,
           "04 3D-GAN sliders (32³ generator + marching cubes)": voxel_gan_sliders,
           "08 NeRF orbit (64×64 view + depth, 32 + 16 samples)": nerf_orbit,
+          "08 NeRF orbit, every sample queried (before empty-space skipping)": nerf_orbit_every_sample,
           "09 GRAF sliders (64×64 volume render, 16 samples)": graf_sliders}
 
 

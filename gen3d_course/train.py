@@ -39,12 +39,14 @@ class History(dict):
 
 def train(step: Callable[[int], dict | float], steps: int, *, desc: str = "training",
           log_every: int = 1, max_seconds: float | None = None, progress: bool = True,
-          checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0) -> History:
+          checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
+          stop: Callable[[], bool] | None = None) -> History:
     """Call ``step(i)`` for i in range(steps) and return the history of what it returned.
 
     ``step`` returns a float (logged as "loss") or a dict of floats. A NaN or inf stops the run
     with a message naming the step and the value, instead of training on garbage.
-    ``max_seconds`` stops early on slow machines; ``checkpoint(i)`` is called every
+    ``max_seconds`` stops early on slow machines, and so does ``stop()`` returning True after a
+    step (e.g. a CPU-time budget the step keeps); ``checkpoint(i)`` is called every
     ``checkpoint_every`` steps and at the end.
     """
     if steps < 1:
@@ -72,6 +74,8 @@ def train(step: Callable[[int], dict | float], steps: int, *, desc: str = "train
         if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
             checkpoint(i)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        if stop is not None and stop():
             break
     bar.close()
     history.seconds = time.perf_counter() - start

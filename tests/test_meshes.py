@@ -1,4 +1,6 @@
 """Tests of gen3d_course.data.meshes: loading, winding number, closest point, signed distance."""
+import struct
+
 import numpy as np
 import pytest
 import trimesh
@@ -9,10 +11,11 @@ from gen3d_course.data.meshes import (
     SUPPORTED_EXTENSIONS,
     MeshLoadError,
     MeshShape,
-    WindingTree,
     closest_point_on_triangle,
+    fast_winding_number,
     inside_mesh,
     load_mesh,
+    load_mesh_folder,
     normalize_mesh,
     winding_number,
 )
@@ -137,6 +140,73 @@ def test_load_error_chains_trimesh_exception(tmp_path):
     assert info.value.__cause__ is not None
 
 
+
+# A pyramid with a square base, as PLY files from scanners and old tools write it: comments, an
+# obj_info line, a material element between vertices and faces, a quad among the triangles.
+PYRAMID_VERTICES = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0), (0.5, 0.5, 1)]
+PYRAMID_FACES = [(0, 3, 2, 1), (0, 1, 4), (1, 2, 4), (2, 3, 4), (3, 0, 4)]
+
+
+def wild_ply(fmt, comment="a pyramid with a quad base"):
+    header = ["ply", f"format {fmt} 1.0", "comment zipper output", f"comment {comment}",
+              "obj_info scanned by hand",
+              "element vertex 5", "property float x", "property float y", "property float z",
+              "property float confidence",
+              "element material 1", "property uchar ambient_red", "property uchar ambient_green",
+              "property uchar ambient_blue", "property float ambient_coeff",
+              "element face 5", "property list uchar int vertex_indices", "end_header"]
+    head = ("\n".join(header) + "\n").encode()
+    if fmt == "ascii":
+        rows = ([f"{x} {y} {z} 1" for x, y, z in PYRAMID_VERTICES] + ["255 128 0 0.5"]
+                + [" ".join(map(str, (len(f), *f))) for f in PYRAMID_FACES])
+        return head + ("\n".join(rows) + "\n").encode()
+    return (head + b"".join(struct.pack("<4f", *v, 1.0) for v in PYRAMID_VERTICES)
+            + struct.pack("<3Bf", 255, 128, 0, 0.5)
+            + b"".join(struct.pack(f"<B{len(f)}i", len(f), *f) for f in PYRAMID_FACES))
+
+
+@pytest.mark.parametrize("fmt, comment", [
+    ("ascii", "a pyramid with a quad base"),
+    ("binary_little_endian", "a pyramid with a quad base"),  # trimesh: "PLY is unexpected length!"
+    ("ascii", "the data starts after end_header"),            # trimesh ends the header there
+])
+def test_ply_headers_from_the_wild_load(tmp_path, fmt, comment):
+    path = tmp_path / "pyramid.ply"
+    path.write_bytes(wild_ply(fmt, comment))
+    mesh = load_mesh(path)
+    assert len(mesh.faces) == 6 and mesh.is_watertight  # the quad became two triangles
+    assert mesh.volume == pytest.approx(0.9 ** 3 / 3)     # 1 × 1 × 1 pyramid scaled to 0.9
+
+
+def test_a_ply_neither_reader_takes_names_both_reasons(tmp_path):
+    path = tmp_path / "truncated.ply"
+    path.write_bytes(wild_ply("binary_little_endian")[:-10])
+    with pytest.raises(MeshLoadError, match=r"truncated.ply: could not be read as .ply \(trimesh: .*; plyfile: .*\)"):
+        load_mesh(path)
+
+
+def test_a_folder_of_real_meshes_becomes_a_data_set_with_a_report(tmp_path):
+    from gen3d_course.data import samples
+
+    trimesh.creation.icosphere(subdivisions=2).export(tmp_path / "ball.obj")
+    trimesh.creation.box(extents=[1, 2, 3]).export(tmp_path / "box.stl")
+    trimesh.creation.cylinder(radius=0.3, height=1.0).export(tmp_path / "can.off")
+    (tmp_path / "pyramid.ply").write_bytes(wild_ply("binary_little_endian"))
+    (tmp_path / "broken.glb").write_bytes(GARBAGE)
+    (tmp_path / "empty.obj").write_text("")
+    (tmp_path / "readme.txt").write_text("not a mesh")
+    folder = load_mesh_folder(tmp_path)
+    assert [s.category for s in folder.shapes] == ["ball", "box", "can", "pyramid"]
+    assert [name for name, _ in folder.skipped] == ["broken.glb", "empty.obj", "readme.txt"]
+    assert len(folder.report) == 7 and "unsupported extension" in dict(folder.report)["readme.txt"]
+    assert "ok: 6 faces" in str(folder)
+    for shape in folder.shapes:  # DeepSDF and occupancy samples, as from procedural shapes
+        points, sdf = samples.sdf_samples(shape, 256, seed=0)
+        _, inside = samples.occupancy_samples(shape, 256, seed=0)
+        assert points.shape == (256, 3) and np.isfinite(sdf).all() and 0 < inside.mean() < 1
+        assert np.abs(sdf[:205]).mean() < 0.05  # the near-surface share is near the surface
+
+
 # --------------------------------------------------------------------------- winding number
 
 
@@ -198,26 +268,21 @@ def holed_and_chair_meshes(sphere):
     return {"sphere": sphere, "holed sphere": holed, "chair": mesh_of(make_shape("chair", 7), res=32)}
 
 
-def test_winding_tree_agrees_with_the_exact_sum(sphere):
-    """Far patches as dipoles: |Δw| stays small, and the inside/outside answer is the same
-    wherever the exact field is not itself ambiguous (a hole's mouth, w ≈ 0.5)."""
+def test_fast_winding_number_agrees_with_the_exact_sum(sphere):
+    """libigl's far clusters as dipoles against the course's formula: |Δw| stays small, and the
+    inside/outside answer is the same wherever the exact field is not itself ambiguous (a hole's
+    mouth, w ≈ 0.5)."""
     rng = np.random.default_rng(5)
     for name, mesh in holed_and_chair_meshes(sphere).items():
         near, _ = trimesh.sample.sample_surface(mesh, 300, seed=1)
         points = np.vstack([rng.uniform(-0.5, 0.5, (700, 3)), near + rng.normal(0, 0.005, near.shape)])
-        exact, fast = winding_number(mesh, points), WindingTree(mesh)(points)
+        exact, fast = winding_number(mesh, points), fast_winding_number(mesh, points)
         assert np.abs(fast - exact).max() < 0.1, name
         clear = np.abs(exact - 0.5) > 0.1
         np.testing.assert_array_equal(fast[clear] >= 0.5, exact[clear] >= 0.5, err_msg=name)
 
 
-def test_winding_tree_with_no_far_patch_is_the_exact_sum(sphere):
-    points = random_points(200, seed=6)
-    np.testing.assert_allclose(WindingTree(sphere, beta=np.inf)(points),
-                               winding_number(sphere, points), atol=1e-12)
-
-
-@pytest.mark.parametrize("query", [winding_number, inside_mesh, lambda m, p: WindingTree(m)(p),
+@pytest.mark.parametrize("query", [winding_number, inside_mesh, fast_winding_number,
                                    lambda m, p: MeshShape(m).sdf(p)])
 def test_nan_points_are_refused_with_their_row(sphere, query):
     points = random_points(5, seed=7)
@@ -226,9 +291,11 @@ def test_nan_points_are_refused_with_their_row(sphere, query):
         query(sphere, points)
 
 
-def test_winding_tree_of_a_mesh_without_faces_says_so():
+def test_queries_of_a_mesh_without_faces_say_so():
     with pytest.raises(ValueError, match="no faces"):
-        WindingTree(trimesh.Trimesh())
+        fast_winding_number(trimesh.Trimesh(), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="no faces"):
+        MeshShape(trimesh.Trimesh())
 
 
 CLOSED_MESHES = {
@@ -319,15 +386,45 @@ def test_sdf_of_loaded_sphere_matches_analytic(tmp_path):
     np.testing.assert_array_equal(np.sign(sdf[clear]), np.sign(analytic[clear]))
 
 
-def test_sdf_pruning_agrees_with_all_faces(sphere):
-    points = random_points(100, seed=7)
-    pruned = MeshShape(sphere).sdf(points)
-    exact = MeshShape(sphere, k_nearest=len(sphere.faces)).sdf(points)
-    # Documented bound: never below the exact distance, above by at most the largest face radius.
-    face_radius = np.linalg.norm(sphere.triangles - sphere.triangles_center[:, None], axis=-1).max()
-    assert np.all(np.abs(pruned) >= np.abs(exact) - 1e-12)
-    assert np.all(np.abs(pruned) <= np.abs(exact) + face_radius)
-    np.testing.assert_allclose(pruned, exact, atol=1e-12)  # on a regular mesh it is exact
+def brute_force_closest(mesh, points):
+    """The closest point over every face (the course's formula): the reference, at any cost."""
+    best, closest = np.full(len(points), np.inf), np.zeros_like(points)
+    for start in range(0, len(mesh.faces), 256):
+        tri = mesh.triangles[start:start + 256]
+        q = closest_point_on_triangle(points[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+        d = np.linalg.norm(q - points[:, None], axis=-1)
+        k = d.argmin(axis=1)
+        better = d[np.arange(len(points)), k] < best
+        best[better], closest[better] = d[better, k[better]], q[better, k[better]]
+    return best, closest
+
+
+def cad_like_mesh():
+    """Huge faces next to tiny ones, as CAD models have: a plate of 12 triangles and a finely
+    tessellated knob on it (where the old nearest-centroid pruning was off by 0.15)."""
+    plate = trimesh.creation.box(extents=[1.0, 0.1, 0.6])
+    knob = trimesh.creation.icosphere(subdivisions=3, radius=0.04)
+    knob.apply_translation([0.3, 0.09, 0.0])
+    return normalize_mesh(trimesh.util.concatenate([plate, knob]))
+
+
+def test_sdf_is_exact_where_huge_faces_meet_tiny_ones():
+    mesh = cad_like_mesh()
+    rng = np.random.default_rng(0)
+    near, _ = trimesh.sample.sample_surface(mesh, 1000, seed=0)
+    points = np.vstack([rng.uniform(-0.5, 0.5, (1000, 3)), near + rng.normal(0, 0.03, near.shape)])
+    brute, _ = brute_force_closest(mesh, points)
+    shape = MeshShape(mesh)
+    distance, closest, faces = shape.closest_points(points)
+    np.testing.assert_allclose(distance, brute, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(closest - points, axis=1), distance, atol=1e-9)
+    on_face = closest_point_on_triangle(points, *np.moveaxis(mesh.triangles[faces], 1, 0))
+    np.testing.assert_allclose(on_face, closest, atol=1e-9)  # the face reported holds the point
+    sdf = shape.sdf(points)
+    np.testing.assert_allclose(np.abs(sdf), brute, atol=1e-9)
+    exact = winding_number(mesh, points)
+    clear = np.abs(exact - 0.5) > 0.1
+    np.testing.assert_array_equal(sdf[clear] < 0, exact[clear] >= 0.5)
 
 
 def test_sdf_of_box_at_known_points():

@@ -1,4 +1,5 @@
 """Multi-view data for NeRF: the procedural scene, colour sphere tracing, the two file formats."""
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from gen3d_course.data import nerf_formats
 from gen3d_course.data.nerf_formats import (NerfFormatError, load_blender, load_blender_splits,
                                             load_tiny_nerf, save_blender)
-from gen3d_course.data.scenes import Scene, Views, render_scene_views, scene_views
+from gen3d_course.data.scenes import BoundsError, Scene, Views, render_scene_views, scene_views
 from gen3d_course.render.cameras import pose_from_angles
 
 torch.set_num_threads(1)
@@ -59,6 +60,25 @@ def test_views_indexing_and_validation(views):
         Views(torch.zeros(1, 4, 4, 4), torch.eye(4)[None], 10.0, background=(1, 2))
 
 
+
+def test_views_carry_the_scene_box_and_catch_a_wrong_one(views):
+    train = views["train"]
+    assert train.bounds == (-0.5, 0.5) and train[[0]].bounds == train.bounds
+    assert train.foreground_miss_fraction() == 0.0
+    big = train.scaled(3.0)
+    assert big.bounds == (-1.5, 1.5) and torch.allclose(big.poses[:, :3, 3], 3 * train.poses[:, :3, 3])
+    assert torch.equal(big.rgba, train.rgba) and torch.allclose(big.depth, 3 * train.depth)
+    big.check_bounds()
+    wrong = dataclasses.replace(big, bounds=(-0.5, 0.5))  # the cut-out the old exercise trained
+    assert wrong.foreground_miss_fraction() > 0.2
+    with pytest.raises(BoundsError, match=r"miss the box \[-0.5, 0.5\]³.*bounds=views.bounds"):
+        wrong.check_bounds()
+    with pytest.raises(ValueError, match="lo < hi"):
+        dataclasses.replace(train, bounds=(1.0, -1.0))
+    opaque = Views(torch.ones(1, 4, 4, 4), torch.eye(4)[None], 10.0, bounds=(5.0, 6.0))
+    assert opaque.foreground_miss_fraction() == 0.0  # no alpha (tiny-NeRF): nothing to check
+
+
 # ------------------------------------------------------------------ Blender NeRF-synthetic format
 def test_blender_round_trip_downscale_and_background(tmp_path, views):
     save_blender(views["train"], tmp_path, "train")
@@ -75,6 +95,37 @@ def test_blender_round_trip_downscale_and_background(tmp_path, views):
     assert torch.allclose(small.images, big, atol=2 / 255)
     splits = load_blender_splits(tmp_path)
     assert sorted(splits) == ["test", "train"] and len(splits["test"]) == 2
+    assert loaded.bounds == (-0.5, 0.5)  # written by save_blender as "bounds"
+    assert load_blender(tmp_path, "train", bounds=(-2, 2)).bounds == (-2.0, 2.0)
+
+
+def test_blender_downscales_frame_by_frame(tmp_path):
+    """Memory holds one full-size frame, not the whole split (the 800² Blender scenes at
+    downscale=8 went from 3.9 GB to 0.3 GB peak: benchmarks/real_data.py memory)."""
+    import tracemalloc
+
+    n, size = 12, 160
+    views = Views(torch.rand(n, size, size, 4, generator=torch.Generator().manual_seed(0)),
+                  torch.eye(4).expand(n, 4, 4), 100.0)
+    save_blender(views, tmp_path)
+    tracemalloc.start()
+    small = load_blender(tmp_path, downscale=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert small.rgba.shape == (n, 40, 40, 4)
+    assert peak < n * size * size * 4 * 4 / 2, f"{peak / 2**20:.1f} MB: frames decoded all at once?"
+
+
+def test_blender_box_defaults_to_the_synthetic_convention(tmp_path, views):
+    path = save_blender(views["train"][[0]], tmp_path, "train")
+    meta = json.loads(path.read_text())
+    del meta["bounds"]
+    path.write_text(json.dumps(meta))
+    assert load_blender(tmp_path).bounds == nerf_formats.BLENDER_BOUNDS == (-1.5, 1.5)
+    meta["bounds"] = [1.0]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(NerfFormatError, match="'bounds'"):
+        load_blender(tmp_path)
 
 
 def _write(tmp_path, meta):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gen3d_course.data import samples
-from gen3d_course.data.sdf import Box, Capsule, Cylinder, Sphere, Torus, fit_in_world
+from gen3d_course.data.sdf import Box, Capsule, Cylinder, Sphere, Torus
 from gen3d_course.data.shapes import CATEGORIES, PARAMETER_RANGES, make_shape, shape_collection
 
 coords = st.floats(-1, 1, allow_nan=False)

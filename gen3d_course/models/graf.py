@@ -45,9 +45,9 @@ from ..render.encoding import encoding_size, positional_encoding
 from ..render.patches import (PoseDistribution, full_image_coordinates, patch_coordinates,
                               sample_image_patches, sample_patch_pattern)
 from ..render.rays import render_rays
-from ..train import History, train
+from ..train import History, on_device, train
 from .gans import discriminator_loss, generator_loss
-from .nerf import relu_trunk, to_unit_cube
+from .nerf import box_scale, relu_trunk, to_unit_cube
 
 
 # ------------------------------------------------------------------ configuration
@@ -116,8 +116,9 @@ class ConditionalField(nn.Module):
     """(x, d, z_s, z_a) → (σ, rgb): GRAF's conditional radiance field.
 
     σ = density_scale · softplus(raw + density_shift) (non-negative, nearly empty at the start),
-    rgb = sigmoid(colour head). Points are world coordinates; they are mapped from the world
-    cube to [−1, 1]³ before the encoding.
+    rgb = sigmoid(colour head). Points are world coordinates; they are mapped from the box
+    ``bounds`` (the world cube) to [−1, 1]³ before the encoding, and σ is divided by the box's
+    ``box_scale`` as NeRF's is.
     """
 
     def __init__(self, z_shape: int = 16, z_app: int = 8, width: int = 64, depth: int = 3,
@@ -126,8 +127,8 @@ class ConditionalField(nn.Module):
         super().__init__()
         self.z_shape, self.z_app = z_shape, z_app
         self.pos_freqs, self.dir_freqs = pos_freqs, dir_freqs
-        self.density_scale, self.density_shift = density_scale, density_shift
         self.bounds = tuple(float(b) for b in bounds)
+        self.density_scale, self.density_shift = density_scale / box_scale(self.bounds), density_shift
         self.trunk = relu_trunk(encoding_size(3, pos_freqs) + z_shape, width, depth)
         self.sigma_head = nn.Linear(width, 1)
         self.feature = nn.Linear(width, width)
@@ -158,7 +159,7 @@ class ConditionalField(nn.Module):
         h = self._trunk(points, z_shape)
         raw = self.sigma_head(h)[..., 0]
         if density_noise > 0:
-            raw = raw + density_noise * torch.randn(raw.shape, generator=generator)
+            raw = raw + density_noise * torch.randn(raw.shape, generator=generator).to(raw.device)
         sigma = self._activate(raw)
         rgb = torch.sigmoid(self.color_head(appearance_input(self.feature(h), directions, z_app,
                                                              self.dir_freqs)))
@@ -188,7 +189,7 @@ class Generator(nn.Module):
         """Volume-render rays (B, R, 3) of batch entry b with codes b: rgb (B, R, 3), acc and depth (B, R).
 
         ``render.rays.render_rays`` with the codes bound in a closure: S samples per ray,
-        stratified inside the world box (a ray that misses it shows the background).
+        stratified inside the field's box (a ray that misses it shows the background).
         """
         B, R = origins.shape[:2]
 
@@ -199,7 +200,8 @@ class Generator(nn.Module):
 
         out = render_rays(coded_field, origins.reshape(-1, 3), directions.reshape(-1, 3),
                           n_samples=self.cfg.n_samples if n_samples is None else n_samples,
-                          perturb=perturb, background=self.background, generator=generator)
+                          bounds=self.field.bounds, perturb=perturb, background=self.background,
+                          generator=generator)
         return {"rgb": out["rgb"].reshape(B, R, 3), "acc": out["acc"].reshape(B, R),
                 "depth": out["depth"].reshape(B, R)}
 
@@ -335,10 +337,14 @@ def _update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
 def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gamma: float = 1.0,
         final_scale: float = 0.5, anneal_rate: float = 0.002, ema_beta: float = 0.99,
         density_noise: float = 0.0, seed: int = 0, max_seconds: float | None = None,
-        progress: bool = True, desc: str = "GRAF") -> History:
+        progress: bool = True, desc: str = "GRAF", device=None) -> History:
     """Adversarial training of ``model`` on ``images`` (N, 3, H, W) in [0, 1]; continues where a
     previous call stopped (steps, schedule, optimiser state). Returns the ``train`` history with
-    "d_loss", "g_loss", "r1", "d_real", "d_fake" (mean logits) and "min_scale"."""
+    "d_loss", "g_loss", "r1", "d_real", "d_fake" (mean logits) and "min_scale".
+
+    Runs on ``device`` (default ``config.pick_device()``, see ``train.on_device``): codes,
+    cameras, patches and images are drawn on the CPU with one generator and moved there, so a
+    CPU run draws what it always drew."""
     cfg = model.cfg
     if images.ndim != 4 or images.shape[1:] != (3, cfg.image_size, cfg.image_size):
         raise ValueError(f"GRAF fit: images must be (N, 3, {cfg.image_size}, {cfg.image_size}), "
@@ -355,6 +361,7 @@ def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gam
         c2w, _ = G.poses.sample(n, rng)
         centers, scales = sample_patch_pattern(n, min_scale, 1.0, rng)
         uv = patch_coordinates(centers, scales, P, size, size)
+        z_s, z_a, c2w, uv = (x.to(device) for x in (z_s, z_a, c2w, uv))
         return G(z_s, z_a, c2w, uv, generator=rng, density_noise=density_noise)
 
     def step(i):
@@ -363,7 +370,7 @@ def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gam
         # --- discriminator: real patches with their own ν, fake patches rendered without grad
         idx = torch.randint(len(images), (batch,), generator=rng)
         centers, scales = sample_patch_pattern(batch, min_scale, 1.0, rng)
-        real = sample_image_patches(images[idx], patch_coordinates(centers, scales, P, size, size))
+        real = sample_image_patches(images[idx], patch_coordinates(centers, scales, P, size, size)).to(device)
         fake = fake_patches(batch, min_scale)  # rendered once, with its graph, for both updates
         real.requires_grad_(True)
         d_real = D(real)
@@ -385,6 +392,7 @@ def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gam
         return {"d_loss": loss_d.item(), "g_loss": loss_g.item(), "r1": r1.item(),
                 "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), "min_scale": min_scale}
 
-    history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress)
+    with on_device(G, D, G_ema, device=device) as device:
+        history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress)
     model.history.append(history)
     return history

@@ -32,14 +32,21 @@ from ..data.scenes import Views
 from ..geometry.extract import extract_mesh
 from ..geometry.metrics import psnr
 from ..render.encoding import PositionalEncoding
-from ..render.rays import render_image, render_rays
-from ..train import History, train
+from ..render.rays import field_bounds, render_image, render_rays
+from ..train import History, on_device, train
 
 
 def to_unit_cube(points: torch.Tensor, bounds) -> torch.Tensor:
     """World points in ``bounds`` → [-1, 1]³ (the range the positional encodings expect)."""
     lo, hi = bounds
     return 2.0 * (points - lo) / (hi - lo) - 1.0
+
+
+def box_scale(bounds) -> float:
+    """How many times wider than the world cube the box is. Fields divide their density by it:
+    a scene k times larger, seen in the same images, has samples k times farther apart, and
+    σ/k keeps every α = 1 − exp(−σδ), so the same settings train the same field at any scale."""
+    return (bounds[1] - bounds[0]) / (config.WORLD[1] - config.WORLD[0])
 
 
 def _check_inputs(name: str, points: torch.Tensor, directions: torch.Tensor) -> None:
@@ -64,6 +71,7 @@ class NeRF(nn.Module):
     non-negative with a gradient everywhere; the scale lets an output of order 1 mean an opaque
     surface (σ·δ ≫ 1 for the sample spacing δ ≈ 0.03 of the world box), which the last layer
     would otherwise need many steps to reach; the shift starts the field nearly empty.
+    ``bounds`` (lo, hi): the scene's box (``Views.bounds``); σ is divided by ``box_scale``.
     """
 
     def __init__(self, width: int = 64, depth: int = 4, pos_freqs: int = 8, dir_freqs: int = 4,
@@ -72,7 +80,7 @@ class NeRF(nn.Module):
         self.config = dict(width=width, depth=depth, pos_freqs=pos_freqs, dir_freqs=dir_freqs,
                            density_scale=density_scale, density_shift=density_shift)
         self.bounds = tuple(float(b) for b in bounds)
-        self.density_scale, self.density_shift = density_scale, density_shift
+        self.density_scale, self.density_shift = density_scale / box_scale(self.bounds), density_shift
         self.encode_x = PositionalEncoding(3, pos_freqs)
         self.encode_d = PositionalEncoding(3, dir_freqs)
         self.trunk = relu_trunk(self.encode_x.out_dim, width, depth)
@@ -115,7 +123,7 @@ def trilinear(table: torch.Tensor, points: torch.Tensor, bounds=config.WORLD) ->
     # sequential (measured 4× faster than in ray order), and the result is put back in order.
     order = torch.argsort(cell)
     cell, frac = cell[order], (x - base)[order]
-    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)])  # (8, 3)
+    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=points.device)
     offsets = (corners[:, 0] * res + corners[:, 1]) * res + corners[:, 2]             # (8,)
     weights = torch.where(corners[:, None].bool(), frac[None], 1.0 - frac[None]).prod(-1, keepdim=True)
     rows = (cell[None] + offsets[:, None]).reshape(-1)
@@ -129,7 +137,8 @@ class GridField(nn.Module):
     σ(x) = softplus(density_scale · g_σ(x) − 2)  (the shift starts the field nearly empty),
     c(x, d) = sigmoid(MLP(g_f(x), γ(d))). Density and features share one channels-last table
     ``grid`` (R, R, R, 1 + F), so one interpolation (``trilinear``) reads both. Node (i, j, k)
-    sits at lo + (i, j, k)·(hi − lo)/(R − 1), the course's grid convention (``values[ix, iy, iz]``).
+    sits at lo + (i, j, k)·(hi − lo)/(R − 1), the course's grid convention (``values[ix, iy, iz]``);
+    ``bounds`` is the scene's box (``Views.bounds``), and σ is divided by its ``box_scale``.
     """
 
     grid_lr_factor = 300.0  # measured: 30× too slow, 1000× unstable, 300× best at 200 steps
@@ -141,6 +150,7 @@ class GridField(nn.Module):
                            density_scale=density_scale)
         self.bounds = tuple(float(b) for b in bounds)
         self.density_scale = density_scale
+        self._box_scale = box_scale(self.bounds)
         generator = torch.Generator().manual_seed(seed)
         self.grid = nn.Parameter(torch.cat([
             torch.zeros(res, res, res, 1),
@@ -160,7 +170,7 @@ class GridField(nn.Module):
         return self.grid[..., 1:]
 
     def _sigma(self, raw: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.density_scale * raw - 2.0)
+        return F.softplus(self.density_scale * raw - 2.0) / self._box_scale
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         return self._sigma(trilinear(self.grid[..., :1], points, self.bounds)[:, 0])
@@ -194,8 +204,12 @@ class GridField(nn.Module):
 
 @torch.no_grad()
 def evaluate(field, views: Views, **render_kw) -> dict:
-    """Render every view of ``views``: {"psnr" (mean per-image dB), "psnrs", "rgb", "depth", "acc"}."""
+    """Render every view of ``views``: {"psnr" (mean per-image dB), "psnrs", "rgb", "depth", "acc"}.
+
+    Renders inside the views' box (``views.bounds``) on their background unless told otherwise.
+    """
     render_kw.setdefault("background", views.background)
+    render_kw.setdefault("bounds", views.bounds)
     was_training = getattr(field, "training", False)
     if hasattr(field, "eval"):
         field.eval()
@@ -223,6 +237,7 @@ class Fit:
 
     history: History
     curve: list = dataclass_field(default_factory=list)  # (train seconds, step, held-out PSNR)
+    cpu_seconds: list = dataclass_field(default_factory=list)  # training CPU-seconds at each point of the curve
 
     @property
     def seconds(self) -> list[float]:
@@ -241,44 +256,67 @@ class Fit:
         return next((s for s, _, p in self.curve if p >= target), float("inf"))
 
 
+def check_field_box(field, views: Views) -> None:
+    """Raise if the views' box is not inside the box the field was built for (``field.bounds``):
+    a grid or encoding that covers [-0.5, 0.5]³ cannot represent a scene in [-1.5, 1.5]³."""
+    lo, hi = field_bounds(field)
+    if views.bounds[0] < lo or views.bounds[1] > hi:
+        raise ValueError(
+            f"{type(field).__name__} was built for the box [{lo:g}, {hi:g}]³ but the views' scene box "
+            f"is [{views.bounds[0]:g}, {views.bounds[1]:g}]³; build it with bounds=views.bounds.")
+
+
 def fit(field, train_views: Views, test_views: Views | None = None, *, steps: int,
         batch_rays: int = 1024, lr: float = 1e-3, n_samples: int = 32, n_importance: int = 0,
         tv_weight: float = 0.0, tv_block: int | None = None, lr_decay: float = 0.1, eval_every: int = 0,
-        max_seconds: float | None = None, seed: int = 0, desc: str = "NeRF",
-        progress: bool = True) -> Fit:
+        max_seconds: float | None = None, cpu_seconds: float | None = None, seed: int = 0,
+        desc: str = "NeRF", progress: bool = True, device=None) -> Fit:
     """Train ``field`` on random rays of ``train_views`` with the photometric loss.
 
-    Each step: draw ``batch_rays`` pixels, render them, loss = mean ‖C_rendered − C_true‖²
-    (+ ``tv_weight`` · field.tv_loss() for grids). Adam; the learning rate decays exponentially to
-    ``lr_decay`` × ``lr`` over the run.
-    Every ``eval_every`` steps (and at the end) the held-out PSNR on ``test_views`` is recorded
-    against the training time so far; evaluation time is not counted.
+    Each step: draw ``batch_rays`` pixels, render them inside the scene's box
+    (``train_views.bounds``), loss = mean ‖C_rendered − C_true‖² (+ ``tv_weight`` ·
+    field.tv_loss() for grids). Adam; the learning rate decays exponentially to ``lr_decay`` ×
+    ``lr`` over the run: over ``steps``, or over ``cpu_seconds`` of training CPU time
+    (``time.process_time``, the fair budget on a shared machine) if those run out first, which
+    ends the run. Every ``eval_every`` steps (and at the end) the held-out PSNR on ``test_views``
+    is recorded against the training time so far; evaluation time is not counted.
+
+    Before training, the field's box and the views' box are checked (``check_field_box``) and
+    so is the box against the images (``Views.check_bounds``): a wrong box would otherwise
+    train a cut-out of the scene without a word. Training runs on ``device`` (default
+    ``config.pick_device()``, see ``train.on_device``); rays are drawn on the CPU.
     """
+    for views in (train_views, test_views) if test_views is not None else (train_views,):
+        check_field_box(field, views)
+    train_views.check_bounds()
+    bounds = train_views.bounds
     rays = training_rays(train_views)
     generator = torch.Generator().manual_seed(seed)
     groups = field.param_groups(lr) if hasattr(field, "param_groups") else [{"params": list(field.parameters()), "lr": lr}]
     optimizer = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     result = Fit(History())
-    clock = {"train": 0.0}
+    clock = {"train": 0.0, "cpu": 0.0}
 
     def record(i):
         if test_views is not None:
             result.curve.append((clock["train"], i + 1, evaluate(field, test_views, n_samples=n_samples,
                                                                  n_importance=n_importance)["psnr"]))
+            result.cpu_seconds.append(clock["cpu"])
 
     def step(i):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        done = i / steps if cpu_seconds is None else max(i / steps, clock["cpu"] / cpu_seconds)
         for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * lr_decay ** (i / steps)
+            group["lr"] = base * lr_decay ** done
         idx = torch.randint(0, len(rays["rgb"]), (batch_rays,), generator=generator)
-        out = render_rays(field, rays["origins"][idx], rays["directions"][idx], n_samples=n_samples,
-                          n_importance=n_importance, background=train_views.background,
-                          generator=generator)
-        mse = F.mse_loss(out["rgb"], rays["rgb"][idx])
+        origins, directions, target = (rays[k][idx].to(device) for k in ("origins", "directions", "rgb"))
+        out = render_rays(field, origins, directions, n_samples=n_samples, n_importance=n_importance,
+                          bounds=bounds, background=train_views.background, generator=generator)
+        mse = F.mse_loss(out["rgb"], target)
         loss = mse
         if "coarse" in out:
-            loss = loss + F.mse_loss(out["coarse"]["rgb"], rays["rgb"][idx])
+            loss = loss + F.mse_loss(out["coarse"]["rgb"], target)
         values = {"mse": mse.item()}
         if tv_weight > 0:
             tv = field.tv_loss(tv_block) if tv_block else field.tv_loss()
@@ -288,23 +326,31 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
         loss.backward()
         optimizer.step()
         clock["train"] += time.perf_counter() - start
+        clock["cpu"] += time.process_time() - cpu_start
         if eval_every and (i + 1) % eval_every == 0 and i + 1 < steps:
             record(i)
         values["train_psnr"] = -10.0 * np.log10(max(values["mse"], 1e-10))
         return values
 
-    result.history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress)
-    record(result.history.steps[-1] if result.history.steps else 0)
+    out_of_time = None if cpu_seconds is None else (lambda: clock["cpu"] >= cpu_seconds)
+    with on_device(field, device=device) as device:
+        result.history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress,
+                               stop=out_of_time)
+        record(result.history.steps[-1] if result.history.steps else 0)
     return result
 
 
-def density_mesh(field, level: float = 100.0, res: int = 64, bounds=config.WORLD):
-    """The surface {σ = level} of a trained field by marching cubes (``geometry.extract``).
+def density_mesh(field, level: float | None = None, res: int = 64, bounds=None):
+    """The surface {σ = level} of a trained field by marching cubes (``geometry.extract``) over
+    its box (``bounds``, default the field's own).
 
     Density has no canonical iso-level; pick one where a sample step δ stops most of the light:
     σ = 100 gives α = 1 − exp(−σδ) = 0.95 for δ = 0.03 (lower levels keep the half-transparent
     skin a field grows around surfaces: F-score 0.5–0.6 instead of 0.8 on the shipped NeRF).
+    The default level is 100 / ``box_scale``: the same α in a larger box, whose steps are longer.
     """
+    bounds = field_bounds(field, bounds)
+    level = 100.0 / box_scale(bounds) if level is None else level
     module = field
 
     def negative_density(points: np.ndarray):

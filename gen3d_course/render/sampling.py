@@ -33,8 +33,8 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, bounds=WORLD):
     between (lo − o)/d and (hi − o)/d; the box interval is the intersection of the three.
     near is clamped to 0 (a camera inside the box); rays that miss get near = far.
     """
-    lo = torch.as_tensor(bounds[0], dtype=origins.dtype).expand(3)
-    hi = torch.as_tensor(bounds[1], dtype=origins.dtype).expand(3)
+    lo = torch.as_tensor(bounds[0], dtype=origins.dtype, device=origins.device).expand(3)
+    hi = torch.as_tensor(bounds[1], dtype=origins.dtype, device=origins.device).expand(3)
     safe = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
     t0, t1 = (lo - origins) / safe, (hi - origins) / safe
     near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
@@ -43,8 +43,8 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, bounds=WORLD):
     return near, torch.where(hit, far, near), hit
 
 
-def _as_rays(value, n_rays, like: torch.Tensor | None = None) -> torch.Tensor:
-    value = torch.as_tensor(value, dtype=torch.float32 if like is None else like.dtype)
+def _as_rays(value, n_rays) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=torch.float32)
     return value.expand(n_rays) if value.ndim == 0 else value
 
 
@@ -52,7 +52,9 @@ def stratified_samples(near, far, n_samples: int, n_rays: int | None = None, per
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """(R, S) sorted depths: one sample per equal bin of [near, far] (bin centres if not perturb).
 
-    ``near``/``far`` are (R,) tensors, or numbers together with ``n_rays``.
+    ``near``/``far`` are (R,) tensors, or numbers together with ``n_rays``. Random numbers are
+    drawn on the CPU (where ``generator`` lives) and moved to the rays' device, so a run on a
+    CPU draws exactly what it always drew.
     """
     if n_samples < 1:
         raise ValueError(f"stratified_samples: n_samples must be ≥ 1, got {n_samples}.")
@@ -61,10 +63,10 @@ def stratified_samples(near, far, n_samples: int, n_rays: int | None = None, per
             raise ValueError("stratified_samples: pass near/far as (R,) tensors or give n_rays.")
         n_rays = len(near)
     near, far = _as_rays(near, n_rays), _as_rays(far, n_rays)
-    edges = torch.linspace(0.0, 1.0, n_samples + 1, dtype=near.dtype)
+    edges = torch.linspace(0.0, 1.0, n_samples + 1, dtype=near.dtype, device=near.device)
     lower, width = edges[:-1], edges[1] - edges[0]
-    u = (torch.rand(n_rays, n_samples, generator=generator, dtype=near.dtype) if perturb
-         else torch.full((n_rays, n_samples), 0.5, dtype=near.dtype))
+    u = (torch.rand(n_rays, n_samples, generator=generator, dtype=near.dtype).to(near.device) if perturb
+         else torch.full((n_rays, n_samples), 0.5, dtype=near.dtype, device=near.device))
     fraction = lower + width * u
     return near[:, None] + (far - near)[:, None] * fraction
 
@@ -88,9 +90,10 @@ def sample_pdf(bin_edges: torch.Tensor, weights: torch.Tensor, n_samples: int,
     cdf[..., -1] = 1.0
     shape = (*cdf.shape[:-1], n_samples)
     if perturb:
-        u = torch.rand(shape, generator=generator, dtype=cdf.dtype).sort(dim=-1).values
+        u = torch.rand(shape, generator=generator, dtype=cdf.dtype).to(cdf.device).sort(dim=-1).values
     else:
-        u = torch.linspace(0.5 / n_samples, 1 - 0.5 / n_samples, n_samples, dtype=cdf.dtype).expand(shape)
+        u = torch.linspace(0.5 / n_samples, 1 - 0.5 / n_samples, n_samples, dtype=cdf.dtype,
+                           device=cdf.device).expand(shape)
     u = u.contiguous()
     above = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
     below = above - 1
