@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,26 @@ def member_mode_statistics(G, centers: torch.Tensor, std: float, n: int = 2000, 
         samples = G(G.noise(n, torch.Generator(device=G.out.weight.device).manual_seed(seed)))
     samples = samples if samples.ndim == 3 else samples[None]
     return [mode_statistics(s, centers, std, min_count=min_count) for s in samples.cpu()]
+
+
+def sample_density(G, member: int = 0, centers=None, n: int = 4000, bins: int = 90, extent: float = 3.0,
+                   seed: int = 1234) -> np.ndarray:
+    """One member's samples as an image for ``viz.panels.image_sliders``: (bins, bins, 3) over
+    [-extent, extent]² with y up, darker where more samples land (log scale, so a thin mode still
+    shows), the true mode ``centers`` in red. Browsing many runs with one slider replaces a
+    grid of scatter plots that grows with the number of seeds."""
+    with torch.no_grad():
+        x = G(G.noise(n, torch.Generator(device=G.out.weight.device).manual_seed(seed)))
+    x = (x if x.ndim == 3 else x[None])[member].cpu().numpy()
+    counts, _, _ = np.histogram2d(x[:, 1], x[:, 0], bins=bins, range=[[-extent, extent]] * 2)
+    shade = np.log1p(counts[::-1]) / max(np.log1p(counts.max()), 1e-12)  # row 0 is the top, y = extent
+    image = 1.0 - shade[..., None] * np.array([0.85, 0.65, 0.25])
+    if centers is not None:
+        c = np.asarray(centers, dtype=float)
+        rows = ((extent - c[:, 1]) / (2 * extent) * bins).astype(int).clip(0, bins - 1)
+        cols = ((c[:, 0] + extent) / (2 * extent) * bins).astype(int).clip(0, bins - 1)
+        image[rows, cols] = (1.0, 0.0, 0.0)
+    return image
 
 
 def code_information(G, centers: torch.Tensor, n_per_code: int = 250, seed: int = 1234) -> list[float]:

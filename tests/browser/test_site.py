@@ -17,9 +17,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "site"
 LECTURES = sorted(p.stem for p in (ROOT / "lectures").glob("*.ipynb"))
-# The two 2D lectures draw with matplotlib alone; the check below fails once one gains a plotly
-# figure, so the list cannot go stale.
-MATPLOTLIB_ONLY = {"02_gans", "03_wgan"}
 MAX_PAGE_BYTES = 10_000_000
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 FIGURES = "[...document.querySelectorAll('.js-plotly-plot')]"
@@ -102,13 +99,8 @@ def test_lecture_page_offline(site, browser, artifacts, lecture):
     page.wait_for_function(f"() => {FIGURES}.every(gd => gd._fullLayout)", timeout=60_000)
     drawn = page.evaluate(f"""() => {FIGURES}.filter(gd => gd.querySelector('canvas')
         || gd.querySelector('.overplot path, .overplot image')).length""")
-    if lecture in MATPLOTLIB_ONLY:
-        assert page.locator(".js-plotly-plot").count() == 0, f"{lecture} has plotly figures now: " \
-            "take it off MATPLOTLIB_ONLY"
-    else:
-        assert drawn >= 1, "no plotly figure was drawn (no WebGL canvas, no SVG plot)"
-        page.locator(".js-plotly-plot").first.screenshot(
-            path=str(artifacts / f"site_{lecture}_plot.png"))
+    assert drawn >= 1, "no plotly figure was drawn (no WebGL canvas, no SVG plot)"
+    page.locator(".js-plotly-plot").first.screenshot(path=str(artifacts / f"site_{lecture}_plot.png"))
 
     # Every figure with a slider: a click on its rail must change what is drawn.
     with_sliders = page.evaluate(f"""() => {FIGURES}.map((gd, i) => [i, gd])
