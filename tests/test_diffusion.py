@@ -8,19 +8,6 @@ import torch
 from gen3d_course.models import diffusion as D
 
 
-class GaussianEpsilon(torch.nn.Module):
-    """The exact ε-predictor for data N(μ, s² I): E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱ s² + 1 − ᾱ)."""
-
-    def __init__(self, schedule, mu, s):
-        super().__init__()
-        self.schedule, self.mu, self.s = schedule, mu, s
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the samplers a device
-
-    def forward(self, x, t, labels=None):
-        a = self.schedule.alpha_bars[t].view(-1, *([1] * (x.ndim - 1)))
-        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.s ** 2 + 1 - a)
-
-
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_alpha_bar_decreases_in_unit_interval(kind):
     s = D.make_schedule(kind, 200)
@@ -68,7 +55,7 @@ def test_q_sample_any_rank_and_predicted_x0_inverts_it():
 def test_perfect_epsilon_on_a_gaussian_reproduces_it():
     s = D.cosine_schedule(200)
     mu, sd = torch.tensor([2.0, -1.0]), 0.3
-    model = GaussianEpsilon(s, mu, sd)
+    model = D.GaussianDenoiser(s, mu, sd)
     x = D.ddpm_sample(model, (20_000, 2), s, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(x.mean(0), mu, atol=0.02)
     assert torch.allclose(x.std(0), torch.full((2,), sd), rtol=0.05)
@@ -77,7 +64,7 @@ def test_perfect_epsilon_on_a_gaussian_reproduces_it():
 def test_ddim_full_steps_matches_the_ode_and_is_deterministic():
     s = D.cosine_schedule(1000)
     mu, sd = torch.tensor([1.0, 0.0]), 0.5
-    model = GaussianEpsilon(s, mu, sd)
+    model = D.GaussianDenoiser(s, mu, sd)
     x_T = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
     x0 = D.ddim_sample(model, x_T.shape, s, steps=1000, x_T=x_T)
     # the probability-flow ODE of a Gaussian keeps x_t's standardised value: an affine map
@@ -143,3 +130,102 @@ def test_ddim_timesteps():
     assert taus[0] == 999 and taus[-1] == 0 and len(taus) == 10
     with pytest.raises(ValueError):
         D.ddim_timesteps(10, 11)
+
+
+# --------------------------------------------------------------------------------------------
+# Autograder checks: pass on the reference, fail with a useful message on the classic mistakes
+# --------------------------------------------------------------------------------------------
+
+from gen3d_course.checks import CheckFailure  # noqa: E402
+from gen3d_course.checks import diffusion as checks  # noqa: E402
+
+
+def _unimplemented(*args, **kwargs):
+    raise NotImplementedError("write it")
+
+
+def _loss_reference(model, x0, t, noise, schedule):
+    return D.epsilon_loss(model, x0, schedule, t=t, noise=noise)
+
+
+def test_checks_pass_on_the_reference():
+    assert checks.check_q_sample(D.q_sample)
+    assert checks.check_epsilon_loss(_loss_reference)
+    assert checks.check_ddpm_step(D.ddpm_step)
+    assert checks.check_ddim_step(lambda x, t, tp, eps, s: D.ddim_step(x, t, tp, eps, s))
+
+
+@pytest.mark.parametrize("check", [checks.check_q_sample, checks.check_epsilon_loss,
+                                   checks.check_ddpm_step, checks.check_ddim_step])
+def test_checks_fail_on_the_untouched_assignment(check):
+    with pytest.raises(CheckFailure, match="not implemented"):
+        check(_unimplemented)
+
+
+def _bar(s, t, x):
+    return s.alpha_bars[t].view(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x0, t, e, s: _bar(s, (t + 1).clamp(max=s.T - 1), x0).sqrt() * x0
+     + (1 - _bar(s, (t + 1).clamp(max=s.T - 1), x0)).sqrt() * e, "one step late"),
+    (lambda x0, t, e, s: _bar(s, t, x0).sqrt() * x0 - (1 - _bar(s, t, x0)).sqrt() * e, "added, not subtracted"),
+    (lambda x0, t, e, s: _bar(s, t, x0) * x0 + (1 - _bar(s, t, x0)) * e, "square roots"),
+    (lambda x0, t, e, s: s.alphas[t].view(-1, *([1] * (x0.ndim - 1))).sqrt() * x0
+     + (1 - s.alphas[t].view(-1, *([1] * (x0.ndim - 1)))).sqrt() * e, "schedule.alphas"),
+])
+def test_q_sample_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_q_sample(wrong)
+
+
+def test_q_sample_check_catches_a_rank_2_only_answer():
+    def only_2d(x0, t, noise, s):
+        a = s.alpha_bars[t][:, None]
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with pytest.raises(CheckFailure):
+        checks.check_q_sample(only_2d)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda m, x0, t, e, s: (m(D.q_sample(x0, t, e, s), t) - x0).pow(2).mean(), "against x0"),
+    (lambda m, x0, t, e, s: (m(D.q_sample(x0, t, e, s), t) - e).pow(2).sum(), "sum over elements"),
+    (lambda m, x0, t, e, s: (m(x0, t) - e).pow(2).mean(), "noised x_t"),
+])
+def test_epsilon_loss_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_epsilon_loss(wrong)
+
+
+def _ddpm_plain_sigma(x, t, eps, s, z):
+    mean = (x - s.betas[t] / (1 - s.alpha_bars[t]).sqrt() * eps) / s.alphas[t].sqrt()
+    return mean + s.betas[t].sqrt() * z
+
+
+def _ddpm_wrapped_index(x, t, eps, s, z):
+    mean = (x - s.betas[t] / (1 - s.alpha_bars[t]).sqrt() * eps) / s.alphas[t].sqrt()
+    return mean + ((1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t]) * s.betas[t]).sqrt() * z
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, t, e, s, z: 2 * D.ddpm_step(x, t, e, s, torch.zeros_like(z)) - D.ddpm_step(x, t, e, s, z),
+     "noise subtracted"),
+    (_ddpm_plain_sigma, "other choice"),
+    (lambda x, t, e, s, z: D.ddpm_step(x, t, e, s, torch.zeros_like(z)), "no noise"),
+    (_ddpm_wrapped_index, "index −1 is the \\*last\\*"),
+])
+def test_ddpm_step_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_ddpm_step(wrong)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, t, tp, e, s: D.predicted_x0(x, torch.tensor(t), e, s), "re-noise"),
+    (lambda x, t, tp, e, s: D.ddim_step(x, t - 1, tp - 1, e, s) if tp >= 0 else D.ddim_step(x, t - 1, -1, e, s),
+     "already"),
+    (lambda x, t, tp, e, s: (s.alpha_bars[tp].sqrt() * D.predicted_x0(x, torch.tensor(t), e, s)
+                             + (1 - s.alpha_bars[tp]).sqrt() * e), "t_prev = −1"),
+])
+def test_ddim_step_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_ddim_step(wrong)

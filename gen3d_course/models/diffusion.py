@@ -171,7 +171,7 @@ def ddpm_step(x_t: torch.Tensor, t: int, eps: torch.Tensor, schedule: Schedule,
 
 
 def ddim_step(x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, schedule: Schedule,
-              eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+              eta: float = 0.0, noise: torch.Tensor | None = None, clip: float | None = None) -> torch.Tensor:
     """One DDIM step from index t to an earlier index t_prev (−1: to clean data) (Song et al. 2021):
 
         x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε_θ + σ z,
@@ -179,12 +179,18 @@ def ddim_step(x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, schedul
 
     i.e. predict x_0, then re-noise it to level t' with the *predicted* noise. η = 0 is
     deterministic (an ODE solver); η = 1 with t' = t − 1 is the DDPM step.
+
+    ``clip`` clamps x̂_0 to [−clip, clip] and re-derives ε from it (Ho et al.'s ``clip_denoised``).
+    Early on x̂_0 divides the network's error by √ᾱ_t ≈ 0, and a large jump carries that error on.
     """
     if not -1 <= int(t_prev) < int(t) < schedule.T:
         raise ValueError(f"ddim_step: need -1 <= t_prev < t < T, got t_prev={t_prev}, t={t}.")
     a = schedule.alpha_bars[int(t)]
     a_prev = schedule.alpha_bars[int(t_prev)] if t_prev >= 0 else torch.tensor(1.0)
     x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
     sigma = eta * ((1 - a_prev) / (1 - a)).sqrt() * (1 - a / a_prev).sqrt()
     out = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
     if eta > 0:
@@ -211,6 +217,12 @@ def guided_epsilon(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor
     return uncond + scale * (cond - uncond)
 
 
+def _device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _epsilon_fn(model, labels, guidance):
     """ε(x, t) for the samplers: unconditional, conditional or guided."""
     if labels is None:
@@ -225,7 +237,7 @@ def ddpm_sample(model, shape, schedule: Schedule, labels: torch.Tensor | None = 
     """x_T ~ N(0, I), then ``ddpm_step`` for t = T−1, …, 0 (T network calls). Returns x_0
     (shape ``shape``), or (x_0, [x_T, …, x_0]) with ``trajectory``."""
     eps_fn = _epsilon_fn(model, labels, guidance)
-    device = next(model.parameters()).device
+    device = _device(model)
     x = torch.randn(shape, generator=generator).to(device)
     path = [x.cpu()]
     for t in reversed(range(schedule.T)):
@@ -247,18 +259,19 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 def ddim_sample(model, shape, schedule: Schedule, steps: int = 50, eta: float = 0.0,
                 labels: torch.Tensor | None = None, guidance: float = 1.0,
                 generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-                trajectory: bool = False):
+                trajectory: bool = False, clip: float | None = None):
     """DDIM from x_T (drawn unless given) along ``ddim_timesteps(T, steps)`` (``steps`` network
-    calls), ending with a step to index −1 (clean data). Returns x_0 or (x_0, path)."""
+    calls), ending with a step to index −1 (clean data); ``clip`` as in ``ddim_step``.
+    Returns x_0 or (x_0, path)."""
     eps_fn = _epsilon_fn(model, labels, guidance)
-    device = next(model.parameters()).device
+    device = _device(model)
     x = (torch.randn(shape, generator=generator) if x_T is None else x_T.clone()).to(device)
     path = [x.cpu()]
     taus = ddim_timesteps(schedule.T, steps)
     for t, t_prev in zip(taus, taus[1:] + [-1]):
         tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
         noise = torch.randn(shape, generator=generator).to(device) if eta > 0 else None
-        x = ddim_step(x, t, t_prev, eps_fn(x, tt), schedule, eta, noise)
+        x = ddim_step(x, t, t_prev, eps_fn(x, tt), schedule, eta, noise, clip)
         if trajectory:
             path.append(x.cpu())
     return (x, path) if trajectory else x
@@ -267,6 +280,25 @@ def ddim_sample(model, shape, schedule: Schedule, steps: int = 50, eta: float = 
 # --------------------------------------------------------------------------------------------
 # Denoisers
 # --------------------------------------------------------------------------------------------
+
+class GaussianDenoiser(nn.Module):
+    """The exact ε-predictor when the data are N(μ, s² I): x_t ~ N(√ᾱ_t μ, (ᾱ_t s² + 1 − ᾱ_t) I), so
+
+        E[ε | x_t] = √(1 − ᾱ_t) (x_t − √ᾱ_t μ) / (ᾱ_t s² + 1 − ᾱ_t).
+
+    A denoiser with no training error: a sampler run with it must give back N(μ, s² I), which
+    tests the sampler alone (the checks and tests use it)."""
+
+    def __init__(self, schedule: Schedule, mu, s: float):
+        super().__init__()
+        self.register_buffer("alpha_bars", schedule.alpha_bars.clone())
+        self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))
+        self.s = float(s)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        a = _per_sample(self.alpha_bars[t], x)
+        return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.s ** 2 + 1 - a)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Transformer-style sinusoids of the step index: [cos(t ω_k), sin(t ω_k)], ω_k = max_period^(−k/(dim/2))."""
@@ -350,9 +382,10 @@ class DiffusionModel(nn.Module):
     Data are standardised, x ↦ (x − mean)/std, before noising (so that "signal" and the unit-
     variance noise have the same scale whatever the data's units), and samples are mapped back.
     ``mean`` and ``std`` broadcast against one sample (e.g. per-feature statistics of a latent).
+    ``clip`` bounds DDIM's x̂_0 in standardised units (3: three standard deviations).
     """
 
-    def __init__(self, denoiser: nn.Module, schedule: Schedule, mean=0.0, std=1.0):
+    def __init__(self, denoiser: nn.Module, schedule: Schedule, mean=0.0, std=1.0, clip: float | None = 3.0):
         super().__init__()
         self.denoiser = denoiser
         self.register_buffer("betas", schedule.betas.clone())
@@ -360,6 +393,7 @@ class DiffusionModel(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
         if (self.std <= 0).any():
             raise ValueError("DiffusionModel: std must be positive.")
+        self.clip = clip
 
     @property
     def schedule(self) -> Schedule:
@@ -381,16 +415,17 @@ class DiffusionModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, eta: float = 0.0, labels: torch.Tensor | None = None,
-               guidance: float = 1.0, seed: int = 0, trajectory: bool = False):
+               guidance: float = 1.0, seed: int = 0, trajectory: bool = False, clip: bool = True):
         """n samples in data units: DDPM over all T steps when ``steps`` is None, else DDIM with
-        ``steps`` steps. ``labels`` (n,) and ``guidance`` s condition a class-conditional model."""
+        ``steps`` steps (x̂_0 clipped at ``self.clip`` unless ``clip`` is False). ``labels`` (n,)
+        and ``guidance`` s condition a class-conditional model."""
         shape = (n, *self.mean.shape) if self.mean.ndim else (n, self.denoiser.dim)
         generator = torch.Generator().manual_seed(seed)
         if steps is None:
             out = ddpm_sample(self, shape, self.schedule, labels, guidance, generator, trajectory)
         else:
             out = ddim_sample(self, shape, self.schedule, steps, eta, labels, guidance, generator,
-                              trajectory=trajectory)
+                              trajectory=trajectory, clip=self.clip if clip else None)
         if trajectory:
             return self.denormalize(out[0]), [self.denormalize(x) for x in out[1]]
         return self.denormalize(out)
