@@ -22,6 +22,7 @@ from ..models.deepsdf import fit_code, reconstruct, sdf_dataset
 from ..models.diffusion import DiffusionModel, MLPDenoiser, cosine_schedule, epsilon_loss, fit
 from ..models.voxel_gan import voxel_dataset
 from . import deepsdf as deepsdf_experiments
+from .gans import member_mode_statistics, train_toy_gan
 from .voxel_gan import HELDOUT_SEED, REFERENCE_SEED, generation_metrics  # unit 04's sets and metric
 
 CHECKPOINT = "diffusion"
@@ -59,6 +60,76 @@ def toy_mode_statistics(models, centers: torch.Tensor, std: float, steps: int | 
     samples). ``steps`` None samples with DDPM over all T steps, else DDIM with that many."""
     return [mode_statistics(m.sample(n, steps=steps, seed=seed), centers, std, min_count=min_count)
             for m in models]
+
+
+def noised_mixture_score(x: torch.Tensor, centers: torch.Tensor, std: float, alpha_bar: float,
+                         mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The exact score ∇ log p_t(x) of an equal-weight Gaussian mixture (``centers``, ``std``)
+    after standardisation (x − mean)/scale and noising to level ᾱ: each component becomes
+    N(√ᾱ c_k, ᾱ s_k² + 1 − ᾱ) per axis, and the score is the responsibility-weighted sum of
+    the components' scores −(x − √ᾱ c_k)/σ_k². x: (N, d) in standardised units."""
+    c = (centers - mean) / scale                         # (K, d)
+    var = alpha_bar * (std / scale) ** 2 + 1 - alpha_bar  # (d,)
+    diff = x[:, None, :] - alpha_bar ** 0.5 * c[None]      # (N, K, d)
+    log_p = -0.5 * (diff ** 2 / var).sum(-1)              # (N, K), equal weights and variances
+    return (torch.softmax(log_p, 1)[..., None] * (-diff / var)).sum(1)
+
+
+def sampling_quality(model: DiffusionModel, centers: torch.Tensor, std: float, steps_list, n: int = 2000,
+                     seed: int = 1234) -> list[dict]:
+    """Modes covered and high-quality share against the number of network calls: DDIM (η = 0)
+    with and without the x̂_0 clip, and ancestral steps on the same sub-sequence (η = 1, a strided
+    DDPM); ``steps`` equal to T with η = 1 is DDPM itself."""
+    rows = []
+    for steps in steps_list:
+        for sampler, eta, clip in (("DDIM", 0.0, True), ("DDIM, no clip", 0.0, False), ("ancestral", 1.0, True)):
+            x = model.sample(n, steps=steps, eta=eta, seed=seed, clip=clip)
+            rows.append({"sampler": sampler, "steps": steps, **mode_statistics(x, centers, std, min_count=20)})
+    return rows
+
+
+def toy_comparison(data: torch.Tensor, centers: torch.Tensor, std: float, seeds, *, gan_steps: int,
+                   wgan_steps: int, diffusion_steps: int, diffusion_kw: dict | None = None) -> dict:
+    """Unit 03's GAN and WGAN-GP (its settings: MLPs of 64, batch 128, Adam 1e-3, β = (0.5, 0.9),
+    5 critic steps, penalty weight 1) and a diffusion model, one run per seed each, measured with
+    unit 03's ``member_mode_statistics`` / ``toy_mode_statistics`` (DDPM samples). Returns
+    {method: {"stats": [...], "cpu_seconds": [...], "model": first seed's model}}; CPU seconds
+    (``time.process_time``) are what the step counts were chosen to equalise."""
+    common = dict(members=1, lr=1e-3, betas=(0.5, 0.9), hidden=64, batch=128, log_every=10, progress=False)
+    settings = {"GAN": dict(method="gan", steps=gan_steps),
+                "WGAN-GP": dict(method="wgan-gp", gp_weight=1.0, n_critic=5, steps=wgan_steps)}
+    out = {}
+    for name, extra in settings.items():
+        out[name] = {"stats": [], "cpu_seconds": [], "model": None}
+        for seed in seeds:
+            start = time.process_time()
+            G, _, _ = train_toy_gan(data, seed=seed, **common, **extra)
+            out[name]["cpu_seconds"].append(time.process_time() - start)
+            out[name]["stats"] += member_mode_statistics(G, centers, std)
+            out[name]["model"] = out[name]["model"] or G
+    out["diffusion"] = {"stats": [], "cpu_seconds": [], "model": None}
+    for seed in seeds:
+        start = time.process_time()
+        (model,), _ = train_toy_diffusion(data, [seed], diffusion_steps, progress=False, **(diffusion_kw or {}))
+        out["diffusion"]["cpu_seconds"].append(time.process_time() - start)
+        out["diffusion"]["stats"] += toy_mode_statistics([model], centers, std)
+        out["diffusion"]["model"] = out["diffusion"]["model"] or model
+    return out
+
+
+def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
+    """A plain-text table of ``rows`` (dicts) with the given columns, numbers formatted."""
+    formats = formats or {}
+
+    def cell(row, c):
+        v = row.get(c, "")
+        return formats.get(c, "{:.3f}" if isinstance(v, float) else "{}").format(v) if v != "" else ""
+
+    cells = [[cell(r, c) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,17 +200,17 @@ def shipped_codes():
     return model.codes.weight.detach().clone(), torch.tensor([CATEGORIES.index(s.category) for s in shapes])
 
 
-def fitted_codes(decoder, per_category: int, start_seed: int, steps: int = 200, n_points: int = 4096,
+def fitted_codes(decoder, per_category: int, start_seed: int, steps: int = 150, n_points: int = 2048,
                  seed: int = 0):
     """(codes, labels) of ``per_category`` new shapes per category (seeds from ``start_seed``), each
     fitted with the decoder frozen (DeepSDF's inference, ``models.deepsdf.fit_code``, all at once)."""
     shapes = deepsdf_experiments.training_shapes(per_category, start_seed)
     data = sdf_dataset(shapes, n_points=n_points, seed=seed)
-    codes = fit_code(decoder, data.points, data.sdf, steps=steps, points_per_step=512, seed=seed)
+    codes = fit_code(decoder, data.points, data.sdf, steps=steps, points_per_step=256, seed=seed)
     return codes, torch.tensor([CATEGORIES.index(s.category) for s in shapes])
 
 
-def latent_dataset(extra_per_category: int = 0, steps: int = 200):
+def latent_dataset(extra_per_category: int = 0, steps: int = 150):
     """The latent training set: the shipped codes (seeds 0-19 of each category) plus
     ``extra_per_category`` fitted codes per category (seeds 20, 21, ...). Returns (codes, labels)."""
     codes, labels = shipped_codes()
@@ -229,6 +300,17 @@ def guidance_metrics(voxels, labels, held, held_labels) -> dict:
             "COV": float(np.mean(cov))}
 
 
+def guidance_sweep(model: DiffusionModel, decoder, held, held_labels, scales, per_category: int,
+                   steps: int = 50, seed: int = 0) -> list[dict]:
+    """``guidance_metrics`` of ``per_category`` samples per category for each guidance scale
+    (the same initial noise for every scale, so only the guidance changes)."""
+    rows = []
+    for scale in scales:
+        voxels, _, labels, _, _ = sample_voxels(model, decoder, per_category, guidance=scale, steps=steps, seed=seed)
+        rows.append({"guidance": scale, **guidance_metrics(voxels, labels, held, held_labels)})
+    return rows
+
+
 def nearest_training_iou(voxels, train_voxels) -> torch.Tensor:
     """IoU of each grid with its nearest training grid: near 1 for copies of the training set."""
     return 1 - iou_distance_matrix(voxels, train_voxels).min(1).values
@@ -256,7 +338,7 @@ def load_latents() -> dict:
 def train_checkpoint() -> dict:
     """Train the shipped latent diffusion and measure it (``gen3d-course train diffusion``).
 
-    Full mode: 80 codes per category (the 20 shipped DeepSDF codes and 60 fitted ones), 8,000
+    Full mode: 50 codes per category (the 20 shipped DeepSDF codes and 30 fitted ones), 6,000
     steps. The manifest records unit 04's set metrics on its held-out shapes for samples (DDIM,
     50 steps, guidance 1), for the real-vs-real ceiling and for Gaussian codes (a floor), with
     the seconds spent on each stage.
@@ -265,8 +347,8 @@ def train_checkpoint() -> dict:
     seed = 0
     config.seed_everything(seed)
     start, cpu_start = time.perf_counter(), time.process_time()
-    extra = config.budget(lecture=10, fast=2, full=60)
-    steps = config.budget(lecture=3000, fast=200, full=8000)
+    extra = config.budget(lecture=10, fast=2, full=30)
+    steps = config.budget(lecture=3000, fast=200, full=6000)
     held_per_category = config.budget(lecture=20, fast=4, full=20)
     codes, labels = latent_dataset(extra)
     data_seconds = time.perf_counter() - start
@@ -292,7 +374,7 @@ def train_checkpoint() -> dict:
     command = f"GEN3D_MODE={config.mode()} gen3d-course train {CHECKPOINT}"
     save_checkpoint(LATENTS, {"codes": codes, "labels": labels}, command=command, seed=seed,
                     config={"shipped_deepsdf_codes": len(codes) - extra * len(CATEGORIES),
-                            "fitted_per_category": extra, "fit_steps": 200})
+                            "fitted_per_category": extra, "fit_steps": 150, "fit_points": 2048})
     save_checkpoint(CHECKPOINT, model, command=command, seed=seed, metrics=metrics,
                     config={"denoiser": model.denoiser.config(), "T": model.schedule.T, "schedule": "cosine",
                             "p_uncond": 0.1, "lr": 1e-3, "batch": 256, "latents": LATENTS,
