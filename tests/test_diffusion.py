@@ -1,10 +1,13 @@
 """Laws of the diffusion module: schedules, the forward process in closed form, the reverse
 steps on a Gaussian (where the perfect denoiser is known), guidance, training and the checkpoint."""
-import math
-
 import pytest
 import torch
 
+from gen3d_course import checkpoints
+from gen3d_course.checks import CheckFailure
+from gen3d_course.checks import diffusion as checks
+from gen3d_course.data.samples import cell_centers
+from gen3d_course.experiments import diffusion as experiments
 from gen3d_course.models import diffusion as D
 
 
@@ -136,10 +139,6 @@ def test_ddim_timesteps():
 # Autograder checks: pass on the reference, fail with a useful message on the classic mistakes
 # --------------------------------------------------------------------------------------------
 
-from gen3d_course.checks import CheckFailure  # noqa: E402
-from gen3d_course.checks import diffusion as checks  # noqa: E402
-
-
 def _unimplemented(*args, **kwargs):
     raise NotImplementedError("write it")
 
@@ -229,3 +228,58 @@ def test_ddpm_step_check_names_the_mistake(wrong, hint):
 def test_ddim_step_check_names_the_mistake(wrong, hint):
     with pytest.raises(CheckFailure, match=hint):
         checks.check_ddim_step(wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments and the shipped checkpoint
+# --------------------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    codes = torch.randn(20, 4)
+    model = experiments.latent_model(codes, hidden=16, depth=1, T=50)
+    checkpoints.save_checkpoint("toy", model, command="test", seed=0, directory=tmp_path)
+    again = experiments.latent_model(codes, hidden=16, depth=1, T=50)
+    checkpoints.load_checkpoint("toy", again, directory=tmp_path)
+    x, t, y = torch.randn(3, 4), torch.tensor([0, 10, 49]), torch.tensor([0, 2, 5])
+    assert torch.equal(model(x, t, y), again(x, t, y))
+    assert torch.equal(model.sample(5, steps=5, labels=torch.arange(5)), again.sample(5, steps=5, labels=torch.arange(5)))
+
+
+def test_shipped_checkpoint_loads_in_eval_mode_and_samples_codes():
+    model = experiments.load_pretrained()
+    assert not model.training and checkpoints.checkpoint_info(experiments.CHECKPOINT)["bytes"] < 5e6
+    latents = experiments.load_latents()
+    z = model.sample(5, steps=10, labels=torch.arange(5))
+    assert z.shape == (5, latents["codes"].shape[1]) and torch.isfinite(z).all()
+    # samples lie where the codes lie: no farther from a training code than codes are from each other
+    nearest = torch.cdist(z, latents["codes"]).min(1).values
+    spread = torch.pdist(latents["codes"]).median()
+    assert (nearest < spread).all()
+
+
+def test_decode_voxels_matches_dense_voxelization():
+    decoder = experiments.deepsdf_experiments.load_pretrained().decoder
+    code = experiments.shipped_codes()[0][:1]
+    dense = torch.from_numpy(decoder.field(code[0])(cell_centers(32)).reshape(32, 32, 32) < 0)
+    assert torch.equal(experiments.decode_voxels(decoder, code)[0], dense)
+
+
+def test_noised_mixture_score_is_the_gradient_of_the_log_density():
+    centers, std, a = torch.tensor([[1.0, 0.0], [-1.0, 0.5]]), 0.2, 0.6
+    mean, scale = torch.tensor([0.1, 0.2]), torch.tensor([1.5, 0.8])
+    x = torch.randn(7, 2, requires_grad=True)
+    c = (centers - mean) / scale
+    var = a * (std / scale) ** 2 + 1 - a
+    log_p = torch.logsumexp(-0.5 * ((x[:, None] - a ** 0.5 * c) ** 2 / var).sum(-1), 1)
+    (grad,) = torch.autograd.grad(log_p.sum(), x)
+    assert torch.allclose(experiments.noised_mixture_score(x.detach(), centers, std, a, mean, scale), grad, atol=1e-5)
+
+
+def test_guidance_metrics_on_copies_of_the_held_out_set():
+    held = torch.zeros(4, 8, 8, 8, dtype=torch.bool)
+    for i in range(4):
+        held[i, i:i + 3, :4, :4] = True
+    labels = torch.tensor([0, 0, 1, 1])
+    m = experiments.guidance_metrics(held.clone(), labels, held, labels)
+    assert m["accuracy"] == 1.0 and m["MMD"] == 0.0 and m["COV"] == 1.0 and m["diversity"] > 0

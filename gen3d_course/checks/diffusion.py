@@ -14,7 +14,7 @@ import torch
 from ..models import diffusion as ref
 from . import CheckFailure, _call_student, _mistake_hint, check_function
 
-__all__ = ["check_q_sample", "check_epsilon_loss", "check_ddpm_step", "check_ddim_step"]
+__all__ = ["check_ddim_step", "check_ddpm_step", "check_epsilon_loss", "check_q_sample"]
 
 T = 50
 
@@ -36,6 +36,10 @@ def _with_hint(check, hint: str):
         return check()
     except CheckFailure as failure:
         raise CheckFailure(f"{failure}{hint}") from None
+
+
+def _matches(got, expected: torch.Tensor) -> bool:
+    return isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
 
 
 def _shift(t: torch.Tensor, by: int) -> torch.Tensor:
@@ -62,7 +66,8 @@ def check_q_sample(q_sample) -> bool:
             a * x0 + (1 - a) * noise,
         "√ᾱ x0 − √(1 − ᾱ) ε: the noise is added, not subtracted":
             a.sqrt() * x0 - (1 - a).sqrt() * noise,
-        "√ᾱ x0 + (1 − ᾱ) ε: the noise's coefficient is the standard deviation √(1 − ᾱ), not the variance":
+        "√ᾱ x0 + (1 − ᾱ) ε: the noise's coefficient is the standard deviation √(1 − ᾱ), "
+        "not the variance":
             a.sqrt() * x0 + (1 - a) * noise,
     })
 
@@ -89,7 +94,8 @@ def check_epsilon_loss(epsilon_loss) -> bool:
         x_t = ref.q_sample(x0, t, noise, s)
         pred = model(x_t, t)
         got = _call_student(epsilon_loss, (model, x0.clone(), t.clone(), noise.clone(), s), {}, name=name,
-                            call=f"{name}(model, x0=Tensor(5, 2), t=tensor({t.tolist()}), noise=Tensor(5, 2), schedule)")
+                            call=f"{name}(model, x0=Tensor(5, 2), t=tensor({t.tolist()}), "
+                                 "noise=Tensor(5, 2), schedule)")
         hint = _mistake_hint(got.detach() if isinstance(got, torch.Tensor) else got, {
             "a loss against x0: the network predicts the noise ε, so compare its output with `noise`":
                 (pred - x0).pow(2).mean(),
@@ -120,7 +126,8 @@ def _ddpm_variants(x, t, eps, s, z) -> dict:
     tilde = ((1 - a_prev) / (1 - a) * beta).sqrt()
     return {
         "the noise subtracted: x_{t−1} = mean + σ_t z, with a plus": mean - tilde * z,
-        "σ_t² = β_t (Ho et al.'s other choice); this assignment asks for β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t":
+        "σ_t² = β_t (Ho et al.'s other choice); this assignment asks for "
+        "β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t":
             mean + beta.sqrt() * z,
         "σ_t = β̃_t: the noise is scaled by the standard deviation √β̃_t": mean + tilde ** 2 * z,
         "no noise: an ancestral step adds σ_t z (only the last step, t = 0, has σ = 0)": mean,
@@ -156,7 +163,7 @@ def check_ddpm_step(ddpm_step, n: int = 4000) -> bool:
     last = _call_student(ddpm_step, (x.clone(), 0, eps.clone(), s, z.clone()), {}, name=name,
                          call=f"{name}(x_t=Tensor(4, 2), t=0, eps=Tensor(4, 2), schedule, noise=Tensor(4, 2))")
     expected = ref.ddpm_step(x, 0, eps, s, z)
-    if not isinstance(last, torch.Tensor) or last.shape != expected.shape or not torch.allclose(last, expected, atol=1e-5):
+    if not _matches(last, expected):
         wrapped = (x - s.betas[0] / (1 - s.alpha_bars[0]).sqrt() * eps) / s.alphas[0].sqrt() + \
             ((1 - s.alpha_bars[-1]) / (1 - s.alpha_bars[0]) * s.betas[0]).sqrt() * z
         why = _mistake_hint(last, {"alpha_bars[t − 1] read at t = 0: index −1 is the *last* ᾱ; ᾱ before "
@@ -213,7 +220,7 @@ def check_ddim_step(ddim_step) -> bool:
     last = _call_student(ddim_step, (x.clone(), 5, -1, eps.clone(), s), {}, name=name,
                          call=f"{name}(x_t=Tensor(4, 2), t=5, t_prev=-1, eps=Tensor(4, 2), schedule)")
     expected = ref.ddim_step(x, 5, -1, eps, s)
-    if not isinstance(last, torch.Tensor) or last.shape != expected.shape or not torch.allclose(last, expected, atol=1e-5):
+    if not _matches(last, expected):
         raise CheckFailure(f"{name}: wrong for t_prev = −1 (the step to clean data), which must return x̂_0: "
                            "ᾱ before the first step is 1, not alpha_bars[-1] (the last entry).")
     _with_hint(lambda: check_function(ddim_step, ref.ddim_step, inputs, name=name, trials=6), hint)

@@ -12,13 +12,11 @@ from torch import nn
 
 from .. import config
 from ..checkpoints import checkpoint_info, load_checkpoint, save_checkpoint
-from ..data.samples import cell_centers
 from ..data.shapes import CATEGORIES
 from ..data.toy2d import mode_statistics
-from ..geometry.extract import marching_cubes
 from ..geometry.metrics import iou_distance_matrix
 from ..geometry.narrowband import narrow_band_grid
-from ..models.deepsdf import fit_code, reconstruct, sdf_dataset
+from ..models.deepsdf import fit_code, sdf_dataset
 from ..models.diffusion import DiffusionModel, MLPDenoiser, cosine_schedule, epsilon_loss, fit
 from ..models.voxel_gan import voxel_dataset
 from . import deepsdf as deepsdf_experiments
@@ -95,9 +93,10 @@ def toy_comparison(data: torch.Tensor, centers: torch.Tensor, std: float, seeds,
     unit 03's ``member_mode_statistics`` / ``toy_mode_statistics`` (DDPM samples). Returns
     {method: {"stats": [...], "cpu_seconds": [...], "model": first seed's model}}; CPU seconds
     (``time.process_time``) are what the step counts were chosen to equalise."""
-    common = dict(members=1, lr=1e-3, betas=(0.5, 0.9), hidden=64, batch=128, log_every=10, progress=False)
-    settings = {"GAN": dict(method="gan", steps=gan_steps),
-                "WGAN-GP": dict(method="wgan-gp", gp_weight=1.0, n_critic=5, steps=wgan_steps)}
+    common = {"members": 1, "lr": 1e-3, "betas": (0.5, 0.9), "hidden": 64, "batch": 128, "log_every": 10,
+              "progress": False}
+    settings = {"GAN": {"method": "gan", "steps": gan_steps},
+                "WGAN-GP": {"method": "wgan-gp", "gp_weight": 1.0, "n_critic": 5, "steps": wgan_steps}}
     out = {}
     for name, extra in settings.items():
         out[name] = {"stats": [], "cpu_seconds": [], "model": None}
@@ -170,7 +169,8 @@ def representation_costs(batch: int = 16, repeats: int = 3, points: int = 2048, 
     schedule = cosine_schedule(1000)
     setups = [("voxels 32³", _VoxelDenoiser(), (batch, 1, RES, RES, RES)),
               (f"points {points}×3", _PointDenoiser(), (batch, points, 3)),
-              (f"DeepSDF code {latent_dim}", MLPDenoiser(latent_dim, 256, 3, n_classes=len(CATEGORIES)), (batch, latent_dim))]
+              (f"DeepSDF code {latent_dim}", MLPDenoiser(latent_dim, 256, 3, n_classes=len(CATEGORIES)),
+               (batch, latent_dim))]
     rows = []
     for name, net, shape in setups:
         opt = torch.optim.Adam(net.parameters(), lr=1e-4)
@@ -178,7 +178,7 @@ def representation_costs(batch: int = 16, repeats: int = 3, points: int = 2048, 
         times = []
         for _ in range(repeats + 1):
             start = time.perf_counter()
-            loss = epsilon_loss(lambda x, t: net(x, t), x0, schedule)
+            loss = epsilon_loss(net, x0, schedule)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -236,11 +236,6 @@ def decode_voxels(decoder, codes, res: int = RES) -> torch.Tensor:
     bounds = (config.WORLD[0] + half, config.WORLD[1] - half)
     grids = [narrow_band_grid(decoder.field(z), res, start=8, bounds=bounds)[0] < 0 for z in codes]
     return torch.from_numpy(np.stack(grids))
-
-
-def decode_mesh(decoder, code, res: int = 64):
-    """The marching-cubes mesh of one code's zero level set (empty if it has none)."""
-    return reconstruct(decoder, code, res)
 
 
 def evaluation_sets(per_category: int):

@@ -202,7 +202,9 @@ def ddim_step(x_t: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor, schedul
 
 def guided_epsilon(model, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, scale: float,
                    null_label: int) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022): ε̃ = ε_θ(x, t, ∅) + s · (ε_θ(x, t, y) − ε_θ(x, t, ∅)).
+    """Classifier-free guidance (Ho & Salimans 2022):
+
+        ε̃ = ε_θ(x, t, ∅) + s · (ε_θ(x, t, y) − ε_θ(x, t, ∅)).
 
     s = 0 is the unconditional model, s = 1 the conditional one, s > 1 pushes past it towards
     what makes y likely (the paper's w is s − 1). Both predictions come from one batched call.
@@ -252,7 +254,7 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` indices from T−1 down to 0, evenly spaced (DDIM's sub-sequence τ)."""
     if not 1 <= steps <= T:
         raise ValueError(f"ddim_timesteps: steps must be in 1..{T}, got {steps}.")
-    return sorted({int(round(v)) for v in torch.linspace(0, T - 1, steps).tolist()}, reverse=True)
+    return sorted({round(v) for v in torch.linspace(0, T - 1, steps).tolist()}, reverse=True)
 
 
 @torch.no_grad()
