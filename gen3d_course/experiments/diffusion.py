@@ -296,13 +296,21 @@ def guidance_metrics(voxels, labels, held, held_labels) -> dict:
 
 
 def guidance_sweep(model: DiffusionModel, decoder, held, held_labels, scales, per_category: int,
-                   steps: int = 50, seed: int = 0) -> list[dict]:
+                   train_codes: torch.Tensor, steps: int = 50, seed: int = 0) -> list[dict]:
     """``guidance_metrics`` of ``per_category`` samples per category for each guidance scale
-    (the same initial noise for every scale, so only the guidance changes)."""
+    (the same initial noise for every scale, so only the guidance changes), and two numbers in
+    the latent space, on standardised codes: ``code spread``, the mean distance between two codes
+    of a category, and ``to data``, the median distance from a code to its nearest training code
+    (how far guidance pushes the codes off the ones the decoder knows)."""
     rows = []
+    train_z = model.normalize(train_codes)
     for scale in scales:
-        voxels, _, labels, _, _ = sample_voxels(model, decoder, per_category, guidance=scale, steps=steps, seed=seed)
-        rows.append({"guidance": scale, **guidance_metrics(voxels, labels, held, held_labels)})
+        voxels, codes, labels, _, _ = sample_voxels(model, decoder, per_category, guidance=scale, steps=steps,
+                                                    seed=seed)
+        z = model.normalize(codes)
+        spread = np.mean([float(torch.pdist(z[labels == c]).mean()) for c in labels.unique()])
+        rows.append({"guidance": scale, **guidance_metrics(voxels, labels, held, held_labels),
+                     "code spread": float(spread), "to data": float(torch.cdist(z, train_z).min(1).values.median())})
     return rows
 
 
