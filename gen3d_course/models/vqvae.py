@@ -117,8 +117,9 @@ class VQVAEConfig:
     code_dim: int = 32         # D
     codebook_size: int = 128   # K
     beta: float = 0.25         # commitment weight
-    restart_every: int = 50    # steps between dead-code restarts; 0 switches the remedy off
-    lr: float = 2e-3
+    restart_every: int = 25    # steps between dead-code restarts; 0 switches the remedy off
+    occupancy: float = 0.05    # the data's share of occupied voxels: the decoder's starting bias
+    lr: float = 3e-3
     batch: int = 32
 
     @property
@@ -156,6 +157,8 @@ class VQVAE(nn.Module):
             layers += [nn.ConvTranspose3d(c_in, c_out, 4, 2, 1)] + ([nn.ReLU()] if i else [])
             c_in = c_out
         self.decoder = nn.Sequential(*layers)
+        # start at the data's log-odds: skips the long first phase of learning "almost all empty"
+        nn.init.constant_(self.decoder[-1].bias, math.log(cfg.occupancy / (1 - cfg.occupancy)))
         # small uniform init (+-1/K), as in the reference implementations
         self.codebook = nn.Parameter(torch.empty(cfg.codebook_size, cfg.code_dim).uniform_(
             -1 / cfg.codebook_size, 1 / cfg.codebook_size))
