@@ -52,6 +52,7 @@ UNIT_TESTS_06 = tests/test_atlasnet.py
 UNIT_TESTS_07 = tests/test_occnet.py tests/test_mise.py
 UNIT_TESTS_08 = tests/test_nerf.py tests/test_nerf_data.py $(wildcard tests/test_render_*.py)
 UNIT_TESTS_09 = tests/test_graf.py tests/test_render_patches.py tests/test_render_rays.py
+UNIT_TESTS_10 = tests/test_vqvae.py tests/test_transformer.py
 UNIT_TESTS_11 = tests/test_diffusion.py
 UNIT_SOLUTIONS = $(basename $(notdir $(wildcard solutions/$(U)_*.ipynb)))
 test-unit: setup
