@@ -50,6 +50,13 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def rounded(metrics, digits: int = 4):
+    """``metrics`` with every float rounded (nested dicts too): what a manifest records."""
+    if isinstance(metrics, dict):
+        return {k: rounded(v, digits) for k, v in metrics.items()}
+    return round(metrics, digits) if isinstance(metrics, float) else metrics
+
+
 def save_checkpoint(name: str, model, *, command: str, seed: int, metrics: dict | None = None,
                     config: dict | None = None, directory: Path | str = WEIGHTS_DIR) -> Path:
     """Save ``model``'s state dict as ``directory/name.pt`` and record it in the manifest."""

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import config
-from ..checkpoints import CheckpointError, checkpoint_info, load_checkpoint, save_checkpoint
+from ..checkpoints import CheckpointError, checkpoint_info, load_checkpoint, rounded, save_checkpoint
 from ..data.shapes import CATEGORIES
 from ..geometry.metrics import iou
 from ..models import transformer, vqvae
@@ -206,7 +206,7 @@ def train_checkpoint() -> dict:
                         "prior_train_bits": prior_history.mean("bits"),
                         "wall_seconds": time.perf_counter() - start, "device": device.type,
                         "threads": torch.get_num_threads()}
-    metrics = _rounded(metrics)
+    metrics = rounded(metrics)
     save_checkpoint(CHECKPOINT, model, command=f"GEN3D_MODE={config.mode()} gen3d-course train {CHECKPOINT}",
                     seed=SEED, metrics=metrics,
                     config={"vqvae": vq_cfg.to_dict(), "prior": prior_cfg.to_dict(),
@@ -216,9 +216,3 @@ def train_checkpoint() -> dict:
                             "distance": "1 - voxel IoU at 32^3 (16^3 probabilities upsampled "
                                         "trilinearly; occupied: p >= 0.5)"})
     return metrics
-
-
-def _rounded(obj):
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return round(obj, 4) if isinstance(obj, float) else obj

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import config
-from ..checkpoints import checkpoint_info, load_checkpoint, save_checkpoint
+from ..checkpoints import checkpoint_info, load_checkpoint, rounded, save_checkpoint
 from ..data.shapes import CATEGORIES
 from ..data.toy2d import mode_statistics
 from ..geometry.metrics import iou_distance_matrix
@@ -373,7 +373,7 @@ def train_checkpoint() -> dict:
                          "train_seconds": history.seconds, "final_loss": history.mean("loss"),
                          "wall_seconds": time.perf_counter() - start,
                          "cpu_seconds": time.process_time() - cpu_start, "threads": torch.get_num_threads()}}
-    metrics = _rounded(metrics)
+    metrics = rounded(metrics)
     command = f"GEN3D_MODE={config.mode()} gen3d-course train {CHECKPOINT}"
     save_checkpoint(LATENTS, {"codes": codes, "labels": labels}, command=command, seed=seed,
                     config={"shipped_deepsdf_codes": len(codes) - extra * len(CATEGORIES),
@@ -386,9 +386,3 @@ def train_checkpoint() -> dict:
                                          "per_category": held_per_category},
                             "distance": "1 - voxel IoU at 32^3 (voxel centres, as unit 04)"})
     return metrics
-
-
-def _rounded(obj):
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return round(obj, 4) if isinstance(obj, float) else obj

@@ -11,7 +11,7 @@ import torch.nn as nn
 from scipy import ndimage
 
 from .. import config
-from ..checkpoints import CheckpointError, checkpoint_info, load_checkpoint, save_checkpoint
+from ..checkpoints import CheckpointError, checkpoint_info, load_checkpoint, rounded, save_checkpoint
 from ..data.shapes import CATEGORIES, PARAMETER_RANGES, sample_params
 from ..geometry.extract import voxel_mesh as _voxel_mesh
 from ..geometry.metrics import iou, iou_distance_matrix, set_metrics
@@ -241,7 +241,7 @@ def train_checkpoint() -> dict:
                         "wall_seconds": time.perf_counter() - start,
                         "cpu_seconds": time.process_time() - cpu_start, "device": device.type,
                         "threads": torch.get_num_threads()}
-    metrics = _rounded(metrics)
+    metrics = rounded(metrics)
     save_checkpoint(CHECKPOINT, pack_state(model), command=f"GEN3D_MODE={config.mode()} gen3d-course train {CHECKPOINT}",
                     seed=seed, metrics=metrics,
                     config={"model": cfg.to_dict(),
@@ -250,9 +250,3 @@ def train_checkpoint() -> dict:
                                      "held_out_per_category": held, "image": "shaded 32x32, fixed view"},
                             "distance": "1 - voxel IoU at 32^3 (occupied: p >= 0.5)"})
     return metrics
-
-
-def _rounded(obj):
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return round(obj, 4) if isinstance(obj, float) else obj
