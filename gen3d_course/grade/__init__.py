@@ -5,7 +5,8 @@ Layout: ``SUBMISSIONS/<student>/NN_topic.ipynb``, matched by file name to the re
 only candidate). The released assignment is the reference: it says which cells are the checks
 (tags ``question:<id>`` and ``points:<n>``) and what each check cell must contain.
 
-How one notebook is graded (the modules, in the order they act)
+How one notebook is graded (the modules, in the order they act):
+
 1. :mod:`.units`: the notebook is read (not notebook JSON: every question ``invalid``); each
    released check cell is found in it (question tag, cell id, identical source) and compared with
    the released one (``edited`` when it differs or is gone; points always the released ones). The
