@@ -60,29 +60,27 @@ def _targets(root: Path) -> dict[Path, str]:
     return targets
 
 
+def _relinked(root: Path):
+    """(path, new text) for every file whose links differ from ``pyproject.toml``'s address."""
+    repo = repository(root)
+    for path, target in _targets(root).items():
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            new = relink(text, target, repo)
+            if new != text:
+                yield path, new
+
+
 def stale_links(root=".") -> list[str]:
     """Files (relative to ``root``) whose links differ from what ``write_links`` writes."""
     root = Path(root)
-    repo = repository(root)
-    stale = []
-    for path, target in _targets(root).items():
-        text = path.read_text(encoding="utf-8") if path.exists() else None
-        if text is not None and relink(text, target, repo) != text:
-            stale.append(str(path.relative_to(root)))
-    return stale
+    return [str(path.relative_to(root)) for path, _ in _relinked(root)]
 
 
 def write_links(root=".") -> list[Path]:
     """Rewrite the badges and install lines from ``pyproject.toml``; returns the files changed."""
-    root = Path(root)
-    repo = repository(root)
     changed = []
-    for path, target in _targets(root).items():
-        if not path.exists():
-            continue
-        text = path.read_text(encoding="utf-8")
-        new = relink(text, target, repo)
-        if new != text:
-            path.write_bytes(new.encode("utf-8"))
-            changed.append(path)
+    for path, new in _relinked(Path(root)):
+        path.write_bytes(new.encode("utf-8"))
+        changed.append(path)
     return changed

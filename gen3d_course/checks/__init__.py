@@ -12,7 +12,9 @@ else is passed as the only argument.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import math
 
 import torch
@@ -113,6 +115,18 @@ def _mistake_hint(got, variants: dict[str, torch.Tensor]) -> str:
                                                        rtol=1e-4, atol=1e-6):
             return f"\n  hint: your values match {text}"
     return ""
+
+
+def _append_hint(run, hint: str, quiet: bool = False):
+    """``run()`` a check; on failure add ``hint`` (from :func:`_mistake_hint`) to its message.
+    ``quiet`` hides the pass line of a check that is only one step of a larger one."""
+    try:
+        if not quiet:
+            return run()
+        with contextlib.redirect_stdout(io.StringIO()):
+            return run()
+    except CheckFailure as failure:
+        raise CheckFailure(f"{failure}{hint}") from None
 
 
 def _index(idx: torch.Tensor) -> str:

@@ -8,8 +8,6 @@ facing the future, temperature multiplied instead of divided, top-k off by one).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import torch
@@ -17,21 +15,9 @@ import torch.nn.functional as F
 
 from ..models import transformer as ref_tr
 from ..models import vqvae as ref_vq
-from . import CheckFailure, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
 
 __all__ = ["check_bits_per_code", "check_quantize", "check_causal_attention", "check_next_code_probs"]
-
-
-def _quiet(fn, *args, **kwargs):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn(*args, **kwargs)
-
-
-def _with_hint(fn, hint: str):
-    try:
-        _quiet(fn)
-    except CheckFailure as failure:
-        raise CheckFailure(f"{failure}{hint}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +46,8 @@ def check_bits_per_code(bits_per_code) -> bool:
             -logits.gather(-1, targets[..., None]).mean() / math.log(2),
         "bits per code, one per position; return the mean (a 0-d tensor)": -logp / math.log(2),
     })
-    _with_hint(lambda: check_function(bits_per_code, ref_tr.bits_per_code, _bits_inputs, name=name), hint)
+    _append_hint(lambda: check_function(bits_per_code, ref_tr.bits_per_code, _bits_inputs, name=name),
+                 hint, quiet=True)
     uniform = _call_student(bits_per_code, (torch.zeros(1, 4, 8), torch.zeros(1, 4, dtype=torch.long)), {},
                             name=name, call=f"{name}(logits=zeros(1, 4, 8), ...)")
     if abs(float(uniform) - 3.0) > 1e-5:
@@ -101,7 +88,8 @@ def check_quantize(quantize) -> bool:
     })
     if isinstance(got[1], torch.Tensor) and got[1].shape == (codebook.shape[0],):
         hint += "\n  hint: indices have one entry per code; take argmin over the codebook axis (dim=1)"
-    _with_hint(lambda: check_function(quantize, ref_vq.quantize, _vq_inputs, name=name), hint)
+    _append_hint(lambda: check_function(quantize, ref_vq.quantize, _vq_inputs, name=name),
+                 hint, quiet=True)
 
     # the gradient: d z_st / d z = I, nothing to the codebook through z_st
     z_leaf, book = z.clone().requires_grad_(), codebook.clone().requires_grad_()
@@ -162,7 +150,8 @@ def check_causal_attention(causal_attention) -> bool:
     if isinstance(got, torch.Tensor) and not torch.isfinite(got).all():
         hint += ("\n  hint: NaN appears when a whole row is masked: the first position must at least "
                  "see itself (keep the diagonal, j <= i)")
-    _with_hint(lambda: check_function(causal_attention, ref_tr.causal_attention, _attention_inputs, name=name), hint)
+    _append_hint(lambda: check_function(causal_attention, ref_tr.causal_attention, _attention_inputs, name=name),
+                 hint, quiet=True)
     # the law itself: changing what comes after position i leaves outputs 0..i unchanged
     i = t // 2
     k2, v2 = k.clone(), v.clone()
@@ -211,7 +200,8 @@ def check_next_code_probs(next_code_probs) -> bool:
         "probabilities that do not sum to 1 after the top-k cut; renormalise (softmax after the cut)":
             F.softmax(logits / temperature, -1) * (keep(logits, top_k) > float("-inf")),
     })
-    _with_hint(lambda: check_function(next_code_probs, ref_tr.next_code_probs, _probs_inputs, name=name), hint)
+    _append_hint(lambda: check_function(next_code_probs, ref_tr.next_code_probs, _probs_inputs, name=name),
+                 hint, quiet=True)
     whole = _call_student(next_code_probs, (logits.clone(), 1.0, None), {}, name=name,
                           call=f"{name}(logits, temperature=1.0, top_k=None)")
     if not isinstance(whole, torch.Tensor) or not torch.allclose(whole, F.softmax(logits, -1), atol=1e-6):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..models import diffusion as ref
-from . import CheckFailure, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
 
 __all__ = ["check_ddim_step", "check_ddpm_step", "check_epsilon_loss", "check_q_sample"]
 
@@ -29,13 +29,6 @@ def _data(generator: torch.Generator) -> torch.Tensor:
     batch = int(torch.randint(3, 7, (), generator=generator))
     shape = (batch, 2) if torch.rand((), generator=generator) < 0.5 else (batch, 2, 3, 3)
     return torch.randn(shape, generator=generator)
-
-
-def _with_hint(check, hint: str):
-    try:
-        return check()
-    except CheckFailure as failure:
-        raise CheckFailure(f"{failure}{hint}") from None
 
 
 def _matches(got, expected: torch.Tensor) -> bool:
@@ -75,7 +68,7 @@ def check_q_sample(q_sample) -> bool:
         x = _data(g)
         return x, torch.randint(T, (len(x),), generator=g), torch.randn(x.shape, generator=g), _schedule(g)
 
-    return _with_hint(lambda: check_function(q_sample, ref.q_sample, inputs, name=name, trials=6), hint)
+    return _append_hint(lambda: check_function(q_sample, ref.q_sample, inputs, name=name, trials=6), hint)
 
 
 def check_epsilon_loss(epsilon_loss) -> bool:
@@ -115,7 +108,7 @@ def check_epsilon_loss(epsilon_loss) -> bool:
         x = torch.randn(int(torch.randint(3, 9, (), generator=g)), 2, generator=g)
         return model, x, torch.randint(T, (len(x),), generator=g), torch.randn(x.shape, generator=g), _schedule(g)
 
-    return _with_hint(lambda: check_function(epsilon_loss, reference, inputs, name=name, trials=5), hint)
+    return _append_hint(lambda: check_function(epsilon_loss, reference, inputs, name=name, trials=5), hint)
 
 
 def _ddpm_variants(x, t, eps, s, z) -> dict:
@@ -158,7 +151,7 @@ def check_ddpm_step(ddpm_step, n: int = 4000) -> bool:
         return x, int(torch.randint(1, T, (), generator=g)), torch.randn(x.shape, generator=g), _schedule(g), \
             torch.randn(x.shape, generator=g)
 
-    _with_hint(lambda: check_function(ddpm_step, ref.ddpm_step, inputs, name=name, trials=6), hint)
+    _append_hint(lambda: check_function(ddpm_step, ref.ddpm_step, inputs, name=name, trials=6), hint)
 
     last = _call_student(ddpm_step, (x.clone(), 0, eps.clone(), s, z.clone()), {}, name=name,
                          call=f"{name}(x_t=Tensor(4, 2), t=0, eps=Tensor(4, 2), schedule, noise=Tensor(4, 2))")
@@ -223,6 +216,6 @@ def check_ddim_step(ddim_step) -> bool:
     if not _matches(last, expected):
         raise CheckFailure(f"{name}: wrong for t_prev = −1 (the step to clean data), which must return x̂_0: "
                            "ᾱ before the first step is 1, not alpha_bars[-1] (the last entry).")
-    _with_hint(lambda: check_function(ddim_step, ref.ddim_step, inputs, name=name, trials=6), hint)
+    _append_hint(lambda: check_function(ddim_step, ref.ddim_step, inputs, name=name, trials=6), hint)
     print(f"✔ {name}: also right for the final step to t_prev = −1")
     return True

@@ -7,26 +7,15 @@ match a classic slip (the edge's midpoint, the crossing of 0 instead of ``level`
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import numpy as np
 import torch
 
 from ..geometry import extract
-from . import CheckFailure, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
 
 __all__ = ["check_edge_crossing", "check_fit_power_law", "check_grid_to_world"]
-
-
-def _with_hint(run, hint: str) -> bool:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            run()
-    except CheckFailure as failure:
-        raise CheckFailure(f"{failure}{hint}") from None
-    return True
 
 
 # ---------------------------------------------------------------- q1: the vertex on one edge
@@ -58,8 +47,8 @@ def check_edge_crossing(edge_crossing) -> bool:
         "from x0 to x1": x0 + (1 - t)[:, None] * (x1 - x0),
         "x0 + t without the edge vector; scale it: x0 + t·(x1 − x0)": x0 + t[:, None],
     })
-    _with_hint(lambda: check_function(edge_crossing, extract.edge_crossing, _edge_inputs,
-                                            name=name, trials=6), hint)
+    _append_hint(lambda: check_function(edge_crossing, extract.edge_crossing, _edge_inputs,
+                                            name=name, trials=6), hint, quiet=True)
     x0, x1 = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
     got = edge_crossing(x0, x1, torch.tensor([-0.2]), torch.tensor([0.6]), 0.2)
     if not torch.allclose(got, torch.tensor([[0.5, 0.0, 0.0]])):
@@ -100,8 +89,8 @@ def check_grid_to_world(grid_to_world) -> bool:
         "the index itself; scikit-image returns index units, so scale by the spacing and add lo": vertices,
         "a spacing of 1/(res − 1), as if the cube had side 1; use (hi − lo)/(res − 1)": lo + vertices / (res - 1),
     })
-    _with_hint(lambda: check_function(grid_to_world, _reference_grid_to_world, _grid_inputs,
-                                            name=name, trials=6, rtol=1e-6, atol=1e-7), hint)
+    _append_hint(lambda: check_function(grid_to_world, _reference_grid_to_world, _grid_inputs,
+                                            name=name, trials=6, rtol=1e-6, atol=1e-7), hint, quiet=True)
     corners = torch.tensor([[0.0, 0.0, 0.0], [4.0, 4.0, 4.0]], dtype=torch.float64)
     got = grid_to_world(corners, 5, -0.5, 0.5)
     if not torch.allclose(got, torch.tensor([[-0.5] * 3, [0.5] * 3], dtype=torch.float64)):
@@ -152,7 +141,7 @@ def check_fit_power_law(fit_power_law) -> bool:
             if math.isclose(got[0], vp, rel_tol=1e-4) and math.isclose(got[1], vc, rel_tol=1e-4):
                 hint = f"\n  hint: your values match {text}"
                 break
-    _with_hint(lambda: check_function(fit_power_law, _reference_power_law, _power_inputs,
-                                            name=name, trials=5, rtol=1e-4, atol=1e-8), hint)
+    _append_hint(lambda: check_function(fit_power_law, _reference_power_law, _power_inputs,
+                                            name=name, trials=5, rtol=1e-4, atol=1e-8), hint, quiet=True)
     print(f"✔ {name}: matches the least-squares log-log fit on 5 noisy power laws")
     return True
