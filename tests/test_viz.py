@@ -254,3 +254,22 @@ def test_mesh_browser_calls_make_mesh_with_chosen_values():
     assert len(ui.panel.fig.data[0].i) == 12
     with pytest.raises(TypeError):
         widgets.mesh_browser(make_mesh, seed=5)
+
+
+def test_tables_align_numbers_right_and_text_left():
+    from gen3d_course.viz.tables import format_table
+    text = format_table([{"model": "GAN", "COV": 0.5, "n": 1200}, {"model": "diffusion", "COV": 0.625, "n": 8}],
+                        formats={"COV": ".2f"}, title="held-out")
+    lines = text.splitlines()
+    assert lines[0] == "held-out"
+    assert lines[1].split() == ["model", "COV", "n"]
+    assert lines[3] == "GAN        0.50  1,200"
+    assert lines[4] == "diffusion  0.62      8"
+
+
+def test_tables_name_the_missing_column():
+    from gen3d_course.viz.tables import format_table
+    with pytest.raises(KeyError, match="row 1 has no column 'b'"):
+        format_table([{"a": 1, "b": 2}, {"a": 3}])
+    with pytest.raises(ValueError, match="no rows"):
+        format_table([])
