@@ -63,10 +63,12 @@ test-unit: setup
 	  $(foreach s,$(UNIT_SOLUTIONS),"tests/test_assignments.py::test_every_check_fails_on_the_untouched_assignment[$(s)]")
 
 # The course website in _build/site: lectures executed in the run mode GEN3D_MODE names
-# (lecture by default), one at a time with one torch thread, cached per mode in _build/ so a
+# (lecture by default), JOBS at a time with one torch thread each (docs/execute.py), cached per
+# mode in _build/ so a
 # rebuild re-runs only the notebooks whose code changed (after a change to the library or to
 # docs/kernel_startup.py, delete _build/jupyter_cache to re-run all). Configuration: docs/conf.py.
 book: setup
+	OMP_NUM_THREADS=1 $(PY) docs/execute.py --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -q -d _build/doctrees docs _build/site
 
 # Debian's Chromium for the browser tests; where it cannot be installed they are skipped.
