@@ -13,6 +13,7 @@ from gen3d_course.experiments import graf as experiments
 from gen3d_course.geometry.image_metrics import (foreground_fraction, laplacian_pyramid, pyramid_swd,
                                                  random_patches, sliced_wasserstein)
 from gen3d_course.models import graf
+from gen3d_course.models.gans import discriminator_loss
 from gen3d_course.render import cameras, patches
 from gen3d_course.render.encoding import positional_encoding
 
@@ -112,6 +113,31 @@ def test_min_scale_anneals_from_whole_image_to_final():
     assert graf.min_scale_at(0) == 1.0
     assert graf.min_scale_at(100, 0.5, 0.002) == pytest.approx(math.exp(-0.2))
     assert graf.min_scale_at(10_000, 0.5) == 0.5
+
+
+def test_adversarial_step_updates_d_then_g_and_only_d_learns_from_its_loss():
+    cfg = graf.GRAFConfig(width=16, depth=2, n_samples=4, disc_base=8, patch_size=8)
+    model = graf.GRAF.create(cfg, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(2, 3, 8, 8, generator=gen)
+    z_s, z_a = model.G.sample_codes(2, gen)
+    c2w, _ = model.G.poses.sample(2, gen)
+    uv = patches.patch_coordinates(torch.zeros(2, 2), torch.ones(2), 8, 32, 32)
+    d_alone = copy.deepcopy(model)  # the same D step without the G step that follows
+    G0 = copy.deepcopy(model.G)
+    out = graf.adversarial_step(model, real, z_s, z_a, c2w, uv, generator=torch.Generator().manual_seed(2))
+    assert set(out) == {"d_loss", "g_loss", "r1", "d_real", "d_fake"} and not real.requires_grad
+    fake = d_alone.G(z_s, z_a, c2w, uv, generator=torch.Generator().manual_seed(2)).detach()
+    x = real.clone().requires_grad_(True)
+    logits = d_alone.D(x)
+    loss_d = discriminator_loss(logits, d_alone.D(fake))
+    d_alone.opt_d.zero_grad()
+    (loss_d + 0.5 * graf.r1_penalty(x, logits)).backward()
+    d_alone.opt_d.step()
+    assert out["d_loss"] == pytest.approx(loss_d.item(), abs=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(model.D.parameters(), d_alone.D.parameters()))
+    assert all(p.requires_grad for p in model.D.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(model.G.parameters(), G0.parameters()))
 
 
 def test_short_adversarial_run_learns_the_background_and_a_blob():
