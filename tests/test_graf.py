@@ -204,6 +204,29 @@ def test_reprojection_error_is_zero_for_a_consistent_object_and_large_for_anothe
     assert other["error"] > 2 * same["error"]
 
 
+
+def test_front_share_sees_the_near_half_and_the_hollow_reading_the_far_half():
+    from gen3d_course.data.shapes import make_shape
+    from gen3d_course.render.sphere_tracing import render_rgba
+
+    pose, focal = patches.PoseDistribution().pose(40, 25), cameras.focal_from_fov(32, 40)
+    r = {k: torch.from_numpy(v) for k, v in render_rgba(make_shape("chair", 0), (0.5, 0.5, 0.5), pose, 32, 32,
+                                                        focal).items()}
+    mask = r["alpha"] > 0.5
+    hollow = experiments.hollow_depth(r["depth"], pose, focal)
+    front = experiments.front_share(r["depth"], mask, pose, focal)
+    assert front > 0.6
+    assert experiments.front_share(hollow, mask, pose, focal) == pytest.approx(1 - front, abs=1e-6)
+    assert torch.allclose(experiments.hollow_depth(hollow, pose, focal), r["depth"], atol=1e-4)  # its own inverse
+
+
+def test_consistency_of_real_renders_is_far_below_its_shuffled_control():
+    out = experiments.real_consistency("chair", seeds=range(2), n_views=3)
+    assert out["visible"] > 0.3 and out["error"] < 0.3 * out["shuffled"]
+    assert out["front"] > 0.5 > out["front_hollow"]
+    with pytest.raises(ValueError, match="at least 2"):
+        experiments.real_consistency("chair", seeds=[0])
+
 # ------------------------------------------------------------------ checks fail on wrong answers
 def test_checks_fail_with_hints_on_classic_mistakes():
     def codes_first(points, z, n):
