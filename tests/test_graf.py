@@ -90,6 +90,22 @@ def test_generator_renders_patches_and_images_with_gradients():
     assert torch.allclose(G(z_s, z_a, c2w, uv, perturb=False), G.render(z_s, z_a, c2w)["images"], atol=1e-5)
 
 
+def test_object_field_rendered_by_the_one_renderer_equals_the_generator_render():
+    from gen3d_course.render.compose import compose_fields, place_field
+    from gen3d_course.render.rays import render_image
+
+    torch.manual_seed(0)
+    G = graf.Generator(graf.GRAFConfig(width=16, depth=2, n_samples=8))
+    z_s, z_a = G.sample_codes(1, torch.Generator().manual_seed(0))
+    c2w = G.poses.pose(30.0, 20.0)
+    field = G.object_field(z_s, z_a)
+    expected = G.render(z_s, z_a, c2w[None], 16)["images"][0].permute(1, 2, 0)
+    focal = G.cfg.focal * 16 / G.cfg.image_size
+    for f in (field, compose_fields([place_field(field)])):
+        assert torch.allclose(render_image(f, c2w, 16, 16, focal, n_samples=8)["rgb"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="one object"):
+        G.object_field(torch.zeros(2, G.cfg.z_shape), torch.zeros(2, G.cfg.z_app))
+
 def test_discriminator_and_r1():
     D = graf.PatchDiscriminator(16, base=8)
     x = torch.rand(4, 3, 16, 16, requires_grad=True)

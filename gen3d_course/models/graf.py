@@ -184,6 +184,21 @@ class Generator(nn.Module):
         return (torch.randn(n, self.cfg.z_shape, generator=generator),
                 torch.randn(n, self.cfg.z_app, generator=generator))
 
+    def object_field(self, z_shape, z_app):
+        """One object's radiance field, codes (1, ·) bound: (points (N, 3), directions (N, 3)) →
+        (σ (N,), rgb (N, 3)), with the field's ``bounds``: what ``render.rays`` and
+        ``render.compose`` take."""
+        if z_shape.shape[0] != 1 or z_app.shape[0] != 1:
+            raise ValueError(f"object_field: codes of one object, (1, ·), got {tuple(z_shape.shape)} "
+                             f"and {tuple(z_app.shape)}.")
+
+        def field(points, directions):
+            sigma, rgb = self.field(points[None], directions[None], z_shape, z_app)
+            return sigma[0], rgb[0]
+
+        field.bounds = self.field.bounds
+        return field
+
     def render_rays(self, origins, directions, z_shape, z_app, *, perturb: bool = True,
                     generator: torch.Generator | None = None, n_samples: int | None = None,
                     density_noise: float = 0.0) -> dict:
