@@ -10,7 +10,9 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import zipfile
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -30,6 +32,7 @@ from gen3d_course.grade.judge import Verdict
 from gen3d_course.grade.reference import targets, uses
 from gen3d_course.grade.wire import InvalidData, NotData, decode, encode, receive, send
 
+ROOT = Path(__file__).resolve().parents[1]
 UNIT = "07_toy.ipynb"
 MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it
 SQUARE = "def square(x):\n    return x * x"
@@ -539,6 +542,11 @@ def test_plain_data_only_crosses_the_wire():
         assert torch.equal(torch.rand(3, generator=copy), torch.rand(3, generator=generator))
         with pytest.raises(NotData, match="a Linear is not plain data"):
             encode(torch.nn.Linear(2, 2), {})
+        # networks go to the kernel as references into a pickle; the grader never follows one
+        sent = []
+        assert encode([torch.nn.Linear(2, 2)], {}, objects=sent) == [{"$o": 0}] and len(sent) == 1
+        with pytest.raises(InvalidData, match="object reference"):
+            decode([{"$o": 0}], {})
         buffer = io.BytesIO()
         np.save(buffer, np.array([object()], dtype=object), allow_pickle=True)  # a pickle inside
         raw = io.BytesIO()
@@ -568,3 +576,76 @@ def test_unsafe_grades_the_same_way_without_a_sandbox(tmp_path):
     rows = {(r["student"], r["question"]): r for r in result.rows}
     assert rows["right", "q1"]["status"] == "passed" and rows["wrong", "q1"]["status"] == "failed"
     assert rows["wrong", "q1"]["message"] == "AssertionError: not the answer"
+
+
+def _judged(unit_name: str, qid: str, namespace: dict):
+    """One released check judged in this process against a harness answering from ``namespace``
+    over a socket pair (what the sandboxed kernel does in a real run)."""
+    from gen3d_course.grade.harness import answer
+    from gen3d_course.grade.judge import Kernel, judge
+
+    unit = load_unit(ROOT / "assignments" / unit_name)
+    check = next(c for c in unit.checks if c.id == qid)
+    left, right = socket.socketpair()
+    with left, right:
+        kernel_side = threading.Thread(target=answer, args=(right, namespace))
+        kernel_side.start()
+        receive(left)  # the hello
+        verdict = judge(Kernel(left, 120, time.monotonic() + 300), unit, [check], [])[qid]
+        send(left, {"op": "done"})
+        kernel_side.join()
+    return verdict
+
+
+def test_network_and_class_questions_are_judged_in_the_grader():
+    """The questions that take a network, an optimiser or a class are judged here, on data."""
+    from gen3d_course.checks.atlasnet import _reference_forward
+    from gen3d_course.models import deepsdf, gans, voxel_gan, wgan
+
+    class Generator(voxel_gan.VoxelGenerator):
+        def __init__(self, z_dim, channels):
+            super().__init__(z_dim, channels, output="transposed")
+
+    class Wider(Generator):
+        def __init__(self, z_dim, channels):
+            super().__init__(z_dim, channels)
+            self.extra = torch.nn.Linear(2, 2)
+
+    def replaces(critic, c=0.01):  # right values, but new Parameter objects
+        for m in critic.modules():
+            for k, p in list(m._parameters.items()):
+                m._parameters[k] = torch.nn.Parameter(p.detach().clamp(-c, c))
+
+    def nudges(G, D, opt_g, opt_d, real, z):
+        out = gans.gan_step(G, D, opt_g, opt_d, real, z)
+        with torch.no_grad():
+            next(G.parameters()).add_(1e-3)
+        return out
+
+    def stays_frozen(decoder, points, sdf, **kwargs):
+        for p in decoder.parameters():
+            p.requires_grad_(False)
+        return deepsdf.fit_code(decoder, points, sdf, **kwargs)
+
+    def field(field, points, directions, z_shape, z_app, density_noise=0.0, generator=None):
+        return field(points, directions, z_shape, z_app, density_noise, generator)
+
+    cases = [("02_gans", "q3", {"gan_step": gans.gan_step}, "passed"),
+             ("02_gans", "q3", {"gan_step": nudges}, "G.hidden.0.weight differs"),
+             ("03_wgan", "q2", {"clip_weights": wgan.clip_weights}, "passed"),
+             ("03_wgan", "q2", {"clip_weights": replaces}, "replaced the parameter"),
+             ("03_wgan", "q3", {"gradient_penalty": wgan.gradient_penalty}, "passed"),
+             ("03_wgan", "q3", {"gradient_penalty": lambda *a: wgan.gradient_penalty(*a).detach()},
+              "cannot be back-propagated"),
+             ("04_3dgan", "q2", {"Generator": Generator}, "passed"),
+             ("04_3dgan", "q2", {"Generator": Wider}, "17,569,671 parameters"),
+             ("04_3dgan", "q3", {"discriminator_update": voxel_gan.discriminator_update}, "passed"),
+             ("05_deepsdf", "q2", {"fit_code": deepsdf.fit_code}, "passed"),
+             ("05_deepsdf", "q2", {"fit_code": stays_frozen}, "left the decoder frozen"),
+             ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
+             ("09_graf", "q3", {"conditional_field": field}, "passed")]
+    for unit, qid, namespace, expected in cases:
+        verdict = _judged(f"{unit}.ipynb", qid, namespace)
+        got = verdict.status if expected == "passed" else verdict.message
+        assert expected in got, (unit, qid, verdict)
+        assert expected == "passed" or verdict.status == "failed", (unit, qid, verdict)

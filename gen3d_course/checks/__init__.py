@@ -13,6 +13,7 @@ else is passed as the only argument.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 import math
@@ -28,6 +29,26 @@ class CheckFailure(AssertionError):
     def _render_traceback_(self) -> list[str]:
         """IPython shows these lines instead of a traceback through the checker's internals."""
         return [f"{type(self).__name__}: {self}"]
+
+
+def in_kernel(fn):
+    """Mark the part of a check that must hold the student's class or object itself (build it,
+    hook its layers) and returns only plain data: the facts the check then compares.
+
+    In a notebook it simply runs. Under ``gen3d-course grade`` the check runs in the grader,
+    where the student's class is only a stand-in: the stand-in runs this part in the student's
+    kernel and the facts come back as data (``gen3d_course.grade``; a class question registers
+    itself this way).
+    """
+    @functools.wraps(fn)
+    def run(student, *args, **kwargs):
+        elsewhere = getattr(type(student), "__gen3d_in_kernel__", None)
+        if elsewhere is not None:
+            return elsewhere(student, f"{fn.__module__}:{fn.__qualname__}", args, kwargs)
+        return fn(student, *args, **kwargs)
+
+    run.in_kernel = True
+    return run
 
 
 def _split(inputs) -> tuple[tuple, dict]:
