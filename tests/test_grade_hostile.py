@@ -240,3 +240,73 @@ def test_kernel_deaths_are_only_self_inflicted(hostile):
     table = rows(hostile)
     died = sorted({s for (s, q), r in table.items() if r["status"] == "kernel-died"})
     assert died in ([], ["kill-kernels"]), died
+
+
+# --- questions that take a network, an optimiser or a class (units 03 and 04) ----------------
+# Each notebook keeps the released cells up to its last check used here, so the run stays short:
+# 03 up to q3 (cell 10), 04 up to q2 (cell 8; its later checks then count as deleted).
+CUT = {"03_wgan.ipynb": 11, "04_3dgan.ipynb": 9}
+NETWORK_ATTACKS = {
+    "custom-exc": (2, "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: [])"),
+    "patched-allclose": (2, (
+        "import torch\n"
+        "torch.allclose = lambda *a, **k: True\n"
+        "torch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"
+        "torch.equal = lambda *a, **k: True\n"
+        "torch.Tensor.__eq__ = lambda a, b: torch.ones_like(a, dtype=torch.bool)")),
+    "input-transformer": (2, (
+        "def _rewrite(lines):\n"
+        "    text = ''.join(lines)\n"
+        "    return ['pass\\n'] if 'check' in text or 'serve' in text else lines\n"
+        "get_ipython().input_transformers_post.append(_rewrite)")),
+}
+WRONG = {"03_wgan.ipynb": {  # cell index in the blank assignment -> a wrong answer
+    6: "def clip_weights(critic, c=0.01):\n    pass",
+    9: "def gradient_penalty(critic, real, fake, alpha):\n    return torch.zeros((), requires_grad=True)"},
+    "04_3dgan.ipynb": {6: "class Generator(torch.nn.Module):\n    def __init__(self, z_dim, channels):\n"
+                          "        super().__init__()\n        self.w = torch.nn.Linear(z_dim, 1)\n"
+                          "    def forward(self, z):\n        return torch.sigmoid(self.w(z))"}}
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("networks")
+    subs, out, scratch = root / "subs", root / "out", root / "scratch"
+    scratch.mkdir()
+    for name, cut in CUT.items():
+        blank = nbformat.read(ROOT / "assignments" / name, as_version=4)
+        blank.cells = blank.cells[:cut]
+        solved = nbformat.read(ROOT / "solutions" / name, as_version=4)
+        solved.cells = solved.cells[:cut]
+        notebooks = {"solution": solved, "blank": blank}
+        for student, (index, source) in NETWORK_ATTACKS.items():
+            nb = nbformat.from_dict(json.loads(nbformat.writes(blank)))
+            for cell, answer in WRONG[name].items():
+                nb.cells[cell].source = answer
+            nb.cells.insert(index, new_code_cell(source))
+            notebooks[student] = nb
+        for student, nb in notebooks.items():
+            (subs / student).mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, subs / student / name)
+    grade(subs, assignments=ROOT / "assignments", out=out, jobs=2, scratch=scratch,
+          units=list(CUT), log=lambda line: None)
+    with open(out / "grades.csv", newline="") as fh:
+        return {(r["student"], r["unit"], r["question"]): r for r in csv.DictReader(fh)}
+
+
+MOVED = [("03_wgan", "q2"), ("03_wgan", "q3"), ("04_3dgan", "q2")]
+
+
+def test_network_questions_are_scored_outside_the_kernel(networks):
+    for unit, question in MOVED:
+        row = networks["solution", unit, question]
+        assert row["status"] == "passed" and row["points"] == row["max"], row
+        assert networks["blank", unit, question]["points"] == "0"
+    assert not [r for r in networks.values() if r["status"] == "kernel-scored"
+                or "kernel-scored" in r["message"]]
+
+
+@pytest.mark.parametrize("student", list(NETWORK_ATTACKS))
+def test_network_question_attacks_score_zero(networks, student):
+    for unit, question in MOVED:
+        assert networks[student, unit, question]["points"] == "0", networks[student, unit, question]
