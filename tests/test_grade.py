@@ -272,7 +272,7 @@ def test_invalid_and_missing_notebooks_score_zero_with_the_reason(course):
 def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
     rows = table(course)
     assert statuses(rows, "edited") == {"q1": "edited", "q2": "edited", "q3": "edited",
-                                        "q1_large": "failed", NOTEBOOK_ROW: "tampered"}
+                                        "q1_large": "failed", NOTEBOOK_ROW: "edited"}
     assert {q: int(r["points"]) for (s, q), r in rows.items() if s == "edited"} == {
         "q1": 0, "q2": 1, "q3": 3, "q1_large": 0, NOTEBOOK_ROW: 0}  # q2 is worth 1, not 10
     assert rows["edited", "q1"]["message"].startswith(
@@ -281,7 +281,9 @@ def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
     assert "check cell tags edited" in rows["edited", "q2"]["message"]
     assert "check cell deleted" in rows["edited", "q3"]["message"]
     notebook = rows["edited", NOTEBOOK_ROW]["message"]
-    assert "1 result line(s) not written by the grader were ignored" in notebook
+    # the results file is outside the sandbox: the forging cell could not even open it
+    assert "raised FileNotFoundError" in notebook and "results.jsonl" in notebook, notebook
+    assert "not written by the grader" not in notebook
     assert "check cells differ from the released ones: q1, q2, q3" in notebook
 
 
@@ -578,20 +580,20 @@ def test_unsafe_grades_the_same_way_without_a_sandbox(tmp_path):
     assert rows["wrong", "q1"]["message"] == "AssertionError: not the answer"
 
 
-def _judged(unit_name: str, qid: str, namespace: dict):
+def _judged(unit_name: str, qid: str, namespace: dict, salt: bytes | None = None, folder=None):
     """One released check judged in this process against a harness answering from ``namespace``
     over a socket pair (what the sandboxed kernel does in a real run)."""
     from gen3d_course.grade.harness import answer
     from gen3d_course.grade.judge import Kernel, judge
 
-    unit = load_unit(ROOT / "assignments" / unit_name)
+    unit = load_unit((folder or ROOT / "assignments") / unit_name)
     check = next(c for c in unit.checks if c.id == qid)
     left, right = socket.socketpair()
     with left, right:
         kernel_side = threading.Thread(target=answer, args=(right, namespace))
         kernel_side.start()
         receive(left)  # the hello
-        verdict = judge(Kernel(left, 120, time.monotonic() + 300), unit, [check], [])[qid]
+        verdict = judge(Kernel(left, 120, time.monotonic() + 300), unit, [check], [], salt)[qid]
         send(left, {"op": "done"})
         kernel_side.join()
     return verdict
@@ -649,3 +651,77 @@ def test_network_and_class_questions_are_judged_in_the_grader():
         got = verdict.status if expected == "passed" else verdict.message
         assert expected in got, (unit, qid, verdict)
         assert expected == "passed" or verdict.status == "failed", (unit, qid, verdict)
+
+
+FORK_ALLOCATORS = """import json, os, time
+statuses = []
+children = []
+for _ in range(6):  # 6 x 600 MiB written, 3.6 GiB in all, each far under the per-process cap
+    pid = os.fork()
+    if pid == 0:
+        try:
+            block = b'x' * (600 << 20)
+            time.sleep(3)
+        finally:
+            os._exit(0)
+    children.append(pid)
+for pid in children:
+    statuses.append(os.waitpid(pid, 0)[1])
+raise RuntimeError('STATUSES' + json.dumps(statuses))"""
+FORK_MANY = """import os, time
+started = 0
+try:
+    for _ in range(300):
+        if os.fork() == 0:
+            time.sleep(2)
+            os._exit(0)
+        started += 1
+except OSError:
+    pass
+raise RuntimeError(f'STARTED {started}')"""
+
+
+def test_one_memory_and_process_cap_for_the_whole_run(tmp_path):
+    """Where a control group can be made, every process of a run shares one memory cap and one
+    process-count cap: many allocators started by one notebook cannot add up past it."""
+    from gen3d_course.grade.run import Settings, run_nbval
+
+    if sandbox.problem():
+        pytest.skip(f"no sandbox: {sandbox.problem()} (make sandbox)")
+    probe = sandbox.Cgroup.create("gen3d-grade-probe", 2**30, 64)
+    if probe is None:
+        pytest.skip("no control group can be made here: only the per-process caps apply")
+    probe.remove()
+    cap = 1.5
+    settings = Settings(timeout=60, notebook_timeout=120, memory_gb=cap, processes=64,
+                        scratch=str(tmp_path))
+    run = run_nbval(new_notebook(cells=[code(FORK_ALLOCATORS)]), "10_mem.ipynb", settings)
+    assert run.peak is not None and run.peak <= cap * 2**30, run.peak
+    record = run.records[0]
+    assert not record["passed"], record
+    if "STATUSES" in record["error"]:  # the OOM killer took children (SIGKILL), not the kernel
+        statuses = json.loads(record["error"].split("STATUSES", 1)[1])
+        assert any(status & 0x7F == 9 for status in statuses), statuses
+    run = run_nbval(new_notebook(cells=[code(FORK_MANY)]), "10_many.ipynb", settings)
+    started = int(run.records[0]["error"].split("STARTED ")[1])
+    assert started < 64, started  # the kernel's own threads count too
+
+
+def test_checks_draw_fresh_inputs_in_each_grading_run(tmp_path):
+    """A table of answers memorised from the notebook's own (seeded) check passes that check, and
+    fails in the grader, which draws the inputs afresh from a per-run salt."""
+    nbformat.write(make_assignment(solution()), tmp_path / UNIT)
+    seen = []  # the inputs the notebook's check of square uses, drawn as check_function does
+    check_function = __import__("gen3d_course.checks", fromlist=["check_function"]).check_function
+    check_function(lambda x: seen.append(x.clone()) or x * x, lambda x: x ** 2,
+                   lambda g: (torch.randn(4, generator=g),), name="square")
+    table = {x.numpy().tobytes(): x * x for x in seen}
+
+    def square(x):
+        return table.get(x.numpy().tobytes(), torch.zeros_like(x))
+
+    assert _judged(UNIT, "q1", {"square": square}, folder=tmp_path).status == "passed"
+    fresh = _judged(UNIT, "q1", {"square": square}, salt=os.urandom(16), folder=tmp_path)
+    assert fresh.status == "failed" and "square: values differ" in fresh.message, fresh
+    assert _judged(UNIT, "q1", {"square": lambda x: x * x}, salt=os.urandom(16),
+                   folder=tmp_path).status == "passed"

@@ -4,9 +4,11 @@ Controls: the solution gets full marks (hidden check included), the blank assign
 import csv
 import hashlib
 import json
+import secrets
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import psutil
@@ -15,6 +17,7 @@ from nbformat.v4 import new_code_cell
 
 import gen3d_course
 from gen3d_course.grade import NOTEBOOK_ROW, grade, load_unit, prepare
+from gen3d_course.grade import run as grade_run
 from gen3d_course.grade import sandbox
 from gen3d_course.grade.outputs import FORMULA_STARTS, cell_text
 
@@ -117,7 +120,58 @@ def attacks(paths: dict) -> dict:
             "env = {k: v for k, v in os.environ.items() if 'GEN3D' not in k}\n"
             f"subprocess.Popen(['sh', '-c', 'sleep 30', '{TAG}'], env=env, start_new_session=True)")),
         "allocate-2gib": (2, "x = torch.ones(2**31, dtype=torch.uint8)\nprint(x.sum())"),
+        "steal-key": (2, STEAL_KEY),
     }
+
+
+KEY = b"SIGNING-" + b"KEY-MARKER-6d2e" + bytes(range(9))  # the run's key, 32 bytes, patched in
+STEAL_KEY = (  # look for the key everywhere a notebook can read, then try to forge a row
+    "import glob, json, os, stat\n"
+    "needle = ('SIGNING-' + 'KEY-MARKER').encode()\n"
+    "hits = [k for k in os.environ if 'KEY' in k or 'RESULTS' in k]\n"
+    "def look(path, data):\n"
+    "    if needle in data:\n"
+    "        hits.append(path)\n"
+    "for pid in [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:\n"
+    "    for name in ('environ', 'cmdline'):\n"
+    "        try:\n"
+    "            look(f'/proc/{pid}/{name}', open(f'/proc/{pid}/{name}', 'rb').read())\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    try:\n"
+    "        with open(f'/proc/{pid}/mem', 'rb') as mem:\n"
+    "            for line in open(f'/proc/{pid}/maps'):\n"
+    "                lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+    "                try:\n"
+    "                    mem.seek(lo)\n"
+    "                    look(f'/proc/{pid}/mem', mem.read(min(hi - lo, 2**26)))\n"
+    "                except (OSError, ValueError, OverflowError):\n"
+    "                    pass\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    for fd in glob.glob(f'/proc/{pid}/fd/*'):\n"
+    "        try:  # its open files (a pipe or socket would block)\n"
+    "            if stat.S_ISREG(os.stat(fd).st_mode):\n"
+    "                look(fd, open(fd, 'rb').read(2**20))\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "tops = {os.getcwd(), os.path.dirname(os.getcwd()), '/tmp'}\n"
+    "for top in tops:\n"
+    "    for d, _, files in os.walk(top):\n"
+    "        for f in files:\n"
+    "            try:\n"
+    "                if stat.S_ISREG(os.lstat(os.path.join(d, f)).st_mode):\n"
+    "                    look(os.path.join(d, f), open(os.path.join(d, f), 'rb').read())\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "forged = []\n"
+    "for path in ['../results.jsonl', *glob.glob('/tmp/**/results.jsonl', recursive=True)]:\n"
+    "    try:\n"
+    "        open(path, 'a').write(json.dumps({'record': {'event': 'collected'}, 'mac': '0'}) + '\\n')\n"
+    "        forged.append(path)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "raise RuntimeError('STOLEN' + json.dumps(sorted(set(hits))) + ' FORGED' + json.dumps(forged))")
 
 
 def sha(path: Path) -> str:
@@ -142,9 +196,12 @@ def hostile(tmp_path_factory):
         shutil.copy(source, paths["subs"] / student / UNIT)
     library = {p: sha(p) for p in Path(gen3d_course.__file__).parent.rglob("*.py")}
     victim = sha(paths["subs"] / "solution" / UNIT)
-    result = grade(paths["subs"], assignments=ROOT / "assignments", hidden=paths["hidden"],
-                   out=paths["out"], jobs=2, scratch=paths["scratch"], uses_reference="zero",
-                   log=lambda line: None)
+    with pytest.MonkeyPatch.context() as patch:  # a known signing key, for steal-key to look for
+        patch.setattr(grade_run, "secrets", SimpleNamespace(token_bytes=lambda n: KEY,
+                                                            token_hex=secrets.token_hex))
+        result = grade(paths["subs"], assignments=ROOT / "assignments", hidden=paths["hidden"],
+                       out=paths["out"], jobs=2, scratch=paths["scratch"], uses_reference="zero",
+                       log=lambda line: None)
     csv_after = (paths["out"] / "grades.csv").read_bytes()
     time.sleep(10)  # the delayed rewrite of grades.csv would have happened by now
     return {**paths, "root": root, "result": result, "library": library, "victim": victim,
@@ -178,7 +235,7 @@ def test_controls_solution_full_marks_blank_zero(hostile):
     "custom-exc", "input-transformer", "replaced-checks", "patched-allclose", "tensor-subclass",
     "overwrite-other", "forge-state", "rewrite-csv-later", "kill-kernels", "poison-library",
     "read-hidden", "pre-run-hook", "=HYPERLINK(\"x\")", "env-token-survivor",
-    "allocate-2gib"])
+    "allocate-2gib", "steal-key"])
 def test_attack_scores_zero(hostile, student):
     assert points(hostile, student) == 0, rows(hostile)
 
@@ -228,6 +285,14 @@ def test_no_csv_cell_starts_a_formula(hostile):
         cells = [cell for row in csv.reader(fh) for cell in row]
     assert not [c for c in cells if c.startswith(FORMULA_STARTS)]
     assert "'=HYPERLINK(\"x\")" in cells
+
+
+def test_signing_key_and_results_are_out_of_the_notebooks_reach(hostile):
+    """Not in its environment, its files, any process it can see, or any file it can open; and
+    it cannot add a line to any results file."""
+    message = notebook(hostile, "steal-key")["message"]
+    assert 'STOLEN[] FORGED[]' in message, message
+    assert notebook(hostile, "steal-key")["status"] == "errors"
 
 
 def test_memory_cap_stops_a_2gib_allocation(hostile):

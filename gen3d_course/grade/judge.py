@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import CheckFailure
+from ..checks import CheckFailure, fresh_inputs
 from . import objects
 from .reference import targets
 from .wire import InvalidData, NotData, decode, encode, receive, restore, send, tensors, walk
@@ -288,8 +288,12 @@ def _verdict(run, what: str) -> Verdict:
         return Verdict("failed", f"{type(exc).__name__}: {exc}")
 
 
-def judge(kernel: Kernel, unit, checks: list, setup: list[str]) -> dict:
-    """Run ``checks`` (after the hidden ``setup`` cells) here; ``{question id: Verdict}``."""
+def judge(kernel: Kernel, unit, checks: list, setup: list[str], salt: bytes | None = None) -> dict:
+    """Run ``checks`` (after the hidden ``setup`` cells) here; ``{question id: Verdict}``.
+
+    ``salt``: the grading run's, from which the checks draw their inputs afresh
+    (``checks.fresh_inputs``); None keeps the seeds the notebook's checks use.
+    """
     import matplotlib.pyplot as plt
 
     base = released_namespace(unit)
@@ -299,7 +303,7 @@ def judge(kernel: Kernel, unit, checks: list, setup: list[str]) -> dict:
     verdicts: dict = {}
     looked = _verdict(lambda: namespace.update(_lookup(kernel, wanted)), "the look-up of names")
     figures = set(plt.get_fignums())
-    with _captured():
+    with _captured(), (fresh_inputs(salt) if salt is not None else contextlib.nullcontext()):
         for source in setup if looked.status == "passed" else []:
             looked = _verdict(lambda: exec(compile(source, "<hidden setup>", "exec"), namespace),
                               "the hidden setup")

@@ -16,6 +16,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 NOBODY = "65534"
@@ -84,9 +85,127 @@ def environment(extra: dict) -> dict:
             "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
-def limit_memory(nbytes: int):
-    """A ``preexec_fn``: cap each process's address space (inherited by all it starts)."""
+def limit_memory(nbytes: int, group: Cgroup | None = None):
+    """A ``preexec_fn``: cap each process's address space (inherited by all it starts) and, when
+    there is one, join the run's control group (one cap for all of them together)."""
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if group is not None:
+            group.join()
     return apply
+
+
+class Cgroup:
+    """One memory cap and one process-count cap for a run's whole process tree.
+
+    ``RLIMIT_AS`` caps each process alone: a notebook that starts many processes could use that
+    much memory in each. A control group counts them together; its processes are killed by the
+    kernel's OOM killer inside the group when the group is over its cap, and it can start no more
+    than ``pids`` processes. Made where this user may make one (cgroup v2 with the memory and
+    pids controllers delegated to its own group, or cgroup v1 with writable memory and pids
+    hierarchies); :meth:`create` returns None elsewhere, and the per-process caps alone apply.
+    """
+
+    def __init__(self, dirs: dict[str, Path]):
+        self.dirs = dirs  # controller ("memory", "pids", or "unified") -> the group's folder
+
+    @classmethod
+    def create(cls, name: str, memory: int, pids: int) -> Cgroup | None:
+        for make in ("_v2", "_v1"):
+            group = cls({})
+            try:
+                getattr(group, make)(name, memory, pids)
+                return group
+            except (OSError, ValueError, _NoGroup):
+                group.remove()
+        return None
+
+    def _v2(self, name: str, memory: int, pids: int) -> None:
+        base = _mount("cgroup2", None) / _own_group("").lstrip("/")
+        if not {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split()):
+            raise _NoGroup
+        (base / name).mkdir()
+        self.dirs["unified"] = base / name
+        (base / name / "memory.max").write_text(str(memory))
+        if (base / name / "memory.swap.max").exists():
+            (base / name / "memory.swap.max").write_text("0")
+        (base / name / "pids.max").write_text(str(pids))
+
+    def _v1(self, name: str, memory: int, pids: int) -> None:
+        for controller in ("memory", "pids"):
+            folder = _mount("cgroup", controller) / _own_group(controller).lstrip("/") / name
+            folder.mkdir()
+            self.dirs[controller] = folder
+        (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(memory))
+        try:  # memory + swap, where swap accounting is on
+            (self.dirs["memory"] / "memory.memsw.limit_in_bytes").write_text(str(memory))
+        except OSError:
+            pass
+        (self.dirs["pids"] / "pids.max").write_text(str(pids))
+
+    def join(self) -> None:
+        """Move the calling process (and so all it will start) into the group."""
+        for folder in self.dirs.values():
+            (folder / "cgroup.procs").write_text(str(os.getpid()))
+
+    def pids(self) -> set[int]:
+        """Every process still in the group."""
+        found = set()
+        for folder in self.dirs.values():
+            try:
+                found |= {int(p) for p in (folder / "cgroup.procs").read_text().split()}
+            except (OSError, ValueError):
+                pass
+        return found
+
+    def peak(self) -> int | None:
+        """The most memory the group used at once, in bytes, where the kernel reports it."""
+        for file in ("memory.peak", "memory.max_usage_in_bytes"):
+            for folder in self.dirs.values():
+                try:
+                    return int((folder / file).read_text())
+                except (OSError, ValueError):
+                    continue
+        return None
+
+    def remove(self) -> None:
+        """Remove the group (retried for a second or two while its killed processes exit)."""
+        for _ in range(20):
+            for folder in list(self.dirs.values()):
+                try:
+                    folder.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    continue
+                self.dirs = {k: v for k, v in self.dirs.items() if v != folder}
+            if not self.dirs:
+                return
+            time.sleep(0.1)
+
+
+class _NoGroup(Exception):
+    """This system offers no control group this user can make."""
+
+
+def _mount(fstype: str, controller: str | None) -> Path:
+    """Where the cgroup hierarchy of ``fstype`` (and, for v1, ``controller``) is mounted."""
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            dash = fields.index("-")
+            if fields[dash + 1] == fstype and (
+                    controller is None or controller in fields[dash + 3].split(",")):
+                return Path(fields[4])
+    raise _NoGroup
+
+
+def _own_group(controller: str) -> str:
+    """This process's group in the hierarchy of ``controller`` ("" for cgroup v2)."""
+    with open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if names.split(",") == [controller] or (controller and controller in names.split(",")):
+                return path
+    raise _NoGroup
