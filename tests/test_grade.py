@@ -281,9 +281,8 @@ def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
     assert "check cell tags edited" in rows["edited", "q2"]["message"]
     assert "check cell deleted" in rows["edited", "q3"]["message"]
     notebook = rows["edited", NOTEBOOK_ROW]["message"]
-    # the results file is outside the sandbox: the forging cell could not even open it
-    assert "raised FileNotFoundError" in notebook and "results.jsonl" in notebook, notebook
-    assert "not written by the grader" not in notebook
+    # the results file is outside the sandbox: the forged line went to the sandbox's private /tmp
+    assert "not written by the grader" not in notebook, notebook
     assert "check cells differ from the released ones: q1, q2, q3" in notebook
 
 
@@ -646,8 +645,8 @@ def test_network_and_class_questions_are_judged_in_the_grader():
              ("05_deepsdf", "q2", {"fit_code": stays_frozen}, "left the decoder frozen"),
              ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
              ("09_graf", "q3", {"conditional_field": field}, "passed")]
-    for unit, qid, namespace, expected in cases:
-        verdict = _judged(f"{unit}.ipynb", qid, namespace)
+    for unit, qid, namespace, expected in cases:  # on inputs drawn afresh, as in a grading run
+        verdict = _judged(f"{unit}.ipynb", qid, namespace, salt=os.urandom(16))
         got = verdict.status if expected == "passed" else verdict.message
         assert expected in got, (unit, qid, verdict)
         assert expected == "passed" or verdict.status == "failed", (unit, qid, verdict)

@@ -289,10 +289,11 @@ def test_no_csv_cell_starts_a_formula(hostile):
 
 def test_signing_key_and_results_are_out_of_the_notebooks_reach(hostile):
     """Not in its environment, its files, any process it can see, or any file it can open; and
-    it cannot add a line to any results file."""
+    what it writes where the results file would be (``../results.jsonl``, on the sandbox's
+    private /tmp) never reaches the grader: no line is flagged as forged."""
     message = notebook(hostile, "steal-key")["message"]
-    assert 'STOLEN[] FORGED[]' in message, message
-    assert notebook(hostile, "steal-key")["status"] == "errors"
+    assert "STOLEN[] FORGED" in message, message
+    assert notebook(hostile, "steal-key")["status"] == "errors", message  # not "tampered"
 
 
 def test_memory_cap_stops_a_2gib_allocation(hostile):

@@ -330,7 +330,7 @@ def check_gradients_flow(fn, inputs, *, name: str) -> bool:
             "history). Avoid .detach(), .item(), .numpy(), torch.no_grad() and building new "
             "tensors with torch.tensor(...) on the way from the inputs to the output."
         )
-    weights = torch.Generator().manual_seed(0)
+    weights = seeded(0)
     grad_outputs = [torch.randn(t.shape, generator=weights, dtype=t.dtype).to(t.device) for t in connected]
     grads = torch.autograd.grad(connected, [t for _, t in leaves], grad_outputs, allow_unused=True)
     for (label, _), grad in zip(leaves, grads):

@@ -13,7 +13,7 @@ import copy
 import torch
 
 from ..models import voxel_gan as ref
-from . import CheckFailure, _call_student, check_function, check_gradients_flow, in_kernel
+from . import CheckFailure, _call_student, check_function, check_gradients_flow, in_kernel, seeded
 
 __all__ = ["check_conv_output_size", "check_generator", "check_discriminator_update",
            "check_vae_gan_loss"]
@@ -88,7 +88,7 @@ def check_generator(Generator) -> bool:
     name = "Generator"
     for z_dim, channels in _GENERATOR_CASES:
         call = f"Generator(z_dim={z_dim}, channels={channels})"
-        z = None if z_dim == 200 else torch.randn(2, z_dim, generator=torch.Generator().manual_seed(z_dim))
+        z = None if z_dim == 200 else torch.randn(2, z_dim, generator=seeded(z_dim))
         got = _generator_facts(Generator, z_dim, channels, z)
         if got["type"] != "Module":
             raise CheckFailure(f"{call} returned {got['type']}; expected an nn.Module.")
@@ -131,9 +131,9 @@ def check_generator(Generator) -> bool:
 
 
 def _d_case(seed: int, last_accuracy: float, threshold: float):
-    torch.manual_seed(seed)
+    torch.manual_seed(seeded(seed).initial_seed())
     D = ref.VoxelDiscriminator(channels=(8, 4))
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     real = (torch.rand(6, 1, 16, 16, 16, generator=g) > 0.7).float()
     fake = torch.rand(6, 1, 16, 16, 16, generator=g)
     return D, real, fake, last_accuracy, threshold
@@ -207,7 +207,7 @@ def check_vae_gan_loss(vae_gan_loss) -> bool:
     outputs it depends on."""
     name = "vae_gan_loss"
     check_function(vae_gan_loss, ref.vae_gan_loss, _vae_gan_inputs, name=name, trials=6)
-    args = list(_vae_gan_inputs(torch.Generator().manual_seed(7)))
+    args = list(_vae_gan_inputs(seeded(7)))
     for i in range(4):
         args[i] = args[i].requires_grad_()
     check_gradients_flow(lambda fake_logits, mu, logvar, recon: vae_gan_loss(

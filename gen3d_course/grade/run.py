@@ -109,6 +109,7 @@ class Settings:
 
 
 _SCRATCH_PREFIX = "gen3d-grade-"
+_SOCKETS_PREFIX, _SOCKETS_DIR = "g3k-", "/tmp" if os.path.isdir("/tmp") else None
 
 
 def remove_stale_runs(scratch: str | None = None) -> None:
@@ -119,7 +120,8 @@ def remove_stale_runs(scratch: str | None = None) -> None:
     """
     import psutil
 
-    for folder in Path(scratch or tempfile.gettempdir()).glob(_SCRATCH_PREFIX + "*"):
+    sockets = Path(_SOCKETS_DIR or tempfile.gettempdir()).glob(_SOCKETS_PREFIX + "*")
+    for folder in [*Path(scratch or tempfile.gettempdir()).glob(_SCRATCH_PREFIX + "*"), *sockets]:
         try:
             owner = int((folder / "owner").read_text())  # another user's folder is unreadable
         except (OSError, ValueError):
@@ -136,7 +138,7 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
     source for the kernel to run itself (a check that is not plain data).
     """
     work = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=settings.scratch))
-    listener = None
+    listener = sockets = None
     try:
         (work / "owner").write_text(str(os.getpid()))
         run_dir = work / "run"  # the kernel's working directory
@@ -147,8 +149,12 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
         notebook = run_dir / name
         with open(notebook, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
+        # Unix sockets (the kernel's and the harness's) in a short-named folder: a socket's path
+        # holds at most 107 bytes, and the run folder may be deep (--scratch, pytest's tmp_path)
+        sockets = Path(tempfile.mkdtemp(prefix=_SOCKETS_PREFIX, dir=_SOCKETS_DIR))
+        (sockets / "owner").write_text(str(os.getpid()))
         listener = socket.socket(socket.AF_UNIX)
-        listener.bind(str(run_dir / "harness.sock"))  # where the kernel can reach it
+        listener.bind(str(sockets / "harness"))  # where the kernel can reach it
         listener.listen(1)
         listener.settimeout(0.25)
         key, token = secrets.token_bytes(32), secrets.token_hex(16)
@@ -156,15 +162,16 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
         # The kernel's environment. TMPDIR: its sockets and the notebook's temporary files go
         # where the run's clean-up removes them, even when the run is killed.
         kernel_env = {"GEN3D_MODE": "fast", "OMP_NUM_THREADS": "1", "TMPDIR": str(run_dir),
-                      ENV_HARNESS: str(run_dir / "harness.sock"), ENV_RUN: token}
+                      ENV_HARNESS: str(sockets / "harness"), ENV_RUN: token}
         # pytest and nbval run here, outside the sandbox, with the key and the results file;
         # only the kernel they start is sandboxed (the plugin wraps its command in bubblewrap).
-        ours = {**kernel_env, "JUPYTER_RUNTIME_DIR": str(run_dir), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        ours = {**kernel_env, "TMPDIR": str(sockets),  # (where kernels.IPCKernelManager puts them)
+                "JUPYTER_RUNTIME_DIR": str(run_dir), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
                 ENV_RESULTS: str(results), ENV_KEY_FD: str(read_end),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(sandbox.library_folder().parent),
                                                             os.environ.get("PYTHONPATH")]))}
         if not settings.unsafe:
-            ours[ENV_SANDBOX] = json.dumps(sandbox.command([], run_dir, run_dir,
+            ours[ENV_SANDBOX] = json.dumps(sandbox.command([], [run_dir, sockets], run_dir,
                                                            sandbox.environment(kernel_env)))
         command = [sys.executable, "-c", _PYTEST_MAIN, "-p", "nbval.plugin", "-p",
                    "gen3d_course.grade.plugin", "-p", "no:cacheprovider", "-c",
@@ -235,6 +242,8 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
         if listener is not None:
             listener.close()
         shutil.rmtree(work, ignore_errors=True)
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _serve_station(conn: socket.socket, index: int, station, budget: float, cap: float) -> None:

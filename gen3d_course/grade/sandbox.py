@@ -1,12 +1,14 @@
-"""One bubblewrap sandbox per submission: what the notebook's processes can see and use.
+"""One bubblewrap sandbox per submission's kernel: what the notebook's processes can see and use.
 
 Inside: its own user, PID, network, IPC and UTS namespaces, running as ``nobody`` (65534); no
 network; read-only the system (``/usr``, ``/etc``), this Python and its packages, and the course
 library's package folder alone (not the course repository, whose solutions sit beside it); a
-private ``/tmp``; writable only the submission's run folder. The grader's keys, the submissions
-folder, the hidden checks, ``--out`` and the other runs' folders are simply not there. Every
+private ``/tmp``; writable only the submission's run folder and its sockets folder. The grader's
+keys, pytest, the submissions folder, the hidden checks, ``--out`` and the other runs' folders
+are simply not there. Every
 process ends with the sandbox (``--die-with-parent`` and its own PID namespace), and each process
-has an address-space cap (``RLIMIT_AS``) set before bubblewrap starts.
+has an address-space cap (``RLIMIT_AS``) set before bubblewrap starts; where the system allows,
+a control group (:class:`Cgroup`) also caps the whole run's memory and process count.
 """
 from __future__ import annotations
 
@@ -63,15 +65,17 @@ def _python_binds() -> list[str]:
     return [arg for r in kept for arg in ("--ro-bind", r, r)]
 
 
-def command(inner: list[str], work: Path, cwd: Path, env: dict) -> list[str]:
-    """``inner`` wrapped in bubblewrap with only ``work`` writable and ``env`` as its environment."""
+def command(inner: list[str], writable: list[Path], cwd: Path, env: dict) -> list[str]:
+    """``inner`` wrapped in bubblewrap with only the ``writable`` folders writable and ``env`` as
+    its environment."""
     library = library_folder()
     # Mounts apply in order: the private /tmp first, so a Python, library or run folder that
     # lives under /tmp (a clone in /tmp, pytest's tmp_path) is bound on top of it, not hidden.
     args = [shutil.which("bwrap"), "--unshare-all", "--die-with-parent", "--new-session",
             "--uid", NOBODY, "--gid", NOBODY, *_system_binds(), "--proc", "/proc", "--dev", "/dev",
             "--tmpfs", "/tmp", *_python_binds(), "--ro-bind", str(library), str(library),
-            "--bind", str(work), str(work), "--chdir", str(cwd), "--clearenv"]
+            *[arg for w in writable for arg in ("--bind", str(w), str(w))],
+            "--chdir", str(cwd), "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
     return args + inner
