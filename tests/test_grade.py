@@ -334,7 +334,7 @@ def fake_run(nb, name, settings, station):
     return Run({i: dict(ok, cell=i) for i in range(len(nb.cells))}, True, False, 0, 0, 0.0, "")
 
 
-def all_passed(kernel, unit, checks, setup):
+def all_passed(kernel, unit, checks, setup, salt=None):
     return {c.id: Verdict("passed", "") for c in checks}
 
 
