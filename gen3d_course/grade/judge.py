@@ -5,13 +5,16 @@ The released check cells (and the hidden checks) run here, in the grader, as the
 imports do not define is looked up in the student's kernel: a function becomes a :class:`Remote`
 that sends its arguments there as plain data, has the student's function called on them, and
 reads the outputs back as plain data (:mod:`.wire`); plain data is copied over. Gradients reach
-through a Remote by asking the kernel for the vector-Jacobian product. So the references, the
-comparisons and the verdict all live here; a hijacked kernel can only send numbers, which must
-still match the reference on the inputs the check draws.
+through a Remote by asking the kernel for the vector-Jacobian product. Networks and optimisers
+among the arguments go to the kernel pickled and their state comes back as data
+(:mod:`.objects`). A name whose value is not data (a class) becomes an :class:`Opaque`, on which
+the check's ``checks.in_kernel`` parts run in the kernel and return facts as data. So the
+references, the comparisons and the verdict all live here, on inputs drawn from the run's salt;
+a hijacked kernel can only send numbers, which must still match the reference.
 
-A check that needs something that is not plain data (a module, an optimiser, a class) raises
-:class:`~.wire.NotData`; such a released check is then run in the student's kernel and scored
-from it (``kernel-scored``), a hidden one scores 0 (``not-data``).
+A check that needs anything else (an object that cannot be pickled, any other use of an
+Opaque) raises :class:`~.wire.NotData`; such a released check is then run in the student's
+kernel and scored from it (``kernel-scored``), a hidden one scores 0 (``not-data``).
 """
 from __future__ import annotations
 
