@@ -599,8 +599,10 @@ def _judged(unit_name: str, qid: str, namespace: dict, salt: bytes | None = None
 
 
 def test_network_and_class_questions_are_judged_in_the_grader():
-    """The questions that take a network, an optimiser or a class are judged here, on data."""
+    """The questions that take a network, an optimiser, a class or a library object (a field that
+    counts its queries) are judged here, on data."""
     from gen3d_course.checks.atlasnet import _reference_forward
+    from gen3d_course.geometry.mise import mise_grid
     from gen3d_course.models import deepsdf, gans, voxel_gan, wgan
 
     class Generator(voxel_gan.VoxelGenerator):
@@ -631,6 +633,15 @@ def test_network_and_class_questions_are_judged_in_the_grader():
     def field(field, points, directions, z_shape, z_app, density_noise=0.0, generator=None):
         return field(points, directions, z_shape, z_app, density_noise, generator)
 
+    def mise(field, start_res, levels, level):
+        grid = mise_grid(field, start_res, levels, level)
+        return torch.from_numpy(grid.values), grid.queries
+
+    def dense(field, start_res, levels, level):  # right values, but the field is asked everywhere
+        values, queries = mise(field, start_res, levels, level)
+        field(torch.zeros(values.numel(), 3))
+        return values, queries
+
     cases = [("02_gans", "q3", {"gan_step": gans.gan_step}, "passed"),
              ("02_gans", "q3", {"gan_step": nudges}, "G.hidden.0.weight differs"),
              ("03_wgan", "q2", {"clip_weights": wgan.clip_weights}, "passed"),
@@ -644,6 +655,8 @@ def test_network_and_class_questions_are_judged_in_the_grader():
              ("05_deepsdf", "q2", {"fit_code": deepsdf.fit_code}, "passed"),
              ("05_deepsdf", "q2", {"fit_code": stays_frozen}, "left the decoder frozen"),
              ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
+             ("07_occupancy_networks", "q3", {"mise_refine": mise}, "passed"),
+             ("07_occupancy_networks", "q3", {"mise_refine": dense}, "as many as the dense"),
              ("09_graf", "q3", {"conditional_field": field}, "passed")]
     for unit, qid, namespace, expected in cases:  # on inputs drawn afresh, as in a grading run
         verdict = _judged(f"{unit}.ipynb", qid, namespace, salt=os.urandom(16))

@@ -1,11 +1,13 @@
-"""Networks and optimisers in a check's call: sent to the kernel whole, read back as plain data.
+"""Networks, optimisers and library objects in a check's call: sent to the kernel whole, read
+back as plain data.
 
 Many questions take an ``nn.Module`` or an optimiser (``gan_step(G, D, opt_g, opt_d, ...)``,
 ``clip_weights(critic, c)``). The grader sends the objects it built for the check to the kernel
 as one pickle (grader → kernel only: the kernel unpickles what the grader made; the grader never
 unpickles anything), so shared parameters stay shared. After the student's function ran, the
 kernel sends back each object's state as plain data: every parameter's value, ``requires_grad``,
-``.grad`` and whether it is still the same object; buffers; an optimiser's ``state_dict``. The
+``.grad`` and whether it is still the same object; buffers; an optimiser's ``state_dict``; the
+attributes of another object of the library's classes (a field that counts its queries). The
 grader writes that state into its own objects, so the check goes on as if the function had run
 here. Gradients reach the parameters through the same vector-Jacobian round trip as the inputs.
 """
@@ -56,6 +58,12 @@ def state(objects, before: list, arrays: dict) -> list:
                  None if p.grad is None else encode(p.grad.detach(), arrays), old.get(name) is p]
                 for name, p in obj.named_parameters()],
                 "buffers": [[name, encode(b, arrays)] for name, b in obj.named_buffers()]})
+        elif not isinstance(obj, torch.optim.Optimizer):  # a library object: its attributes
+            try:
+                attrs = dict(vars(obj))
+            except TypeError:
+                raise NotData(f"a {type(obj).__name__} has no attributes to send back") from None
+            out.append({"attrs": encode(attrs, arrays)})
         else:
             sd = obj.state_dict()
             out.append({"optimizer": encode({"state": [[k, v] for k, v in sd["state"].items()],
@@ -73,8 +81,13 @@ def mirror(objects, states, arrays: dict) -> None:
                 raise InvalidData("an object state is not a JSON object")
             if isinstance(obj, torch.nn.Module):
                 _module(obj, node, arrays)
-            else:
+            elif isinstance(obj, torch.optim.Optimizer):
                 _optimizer(obj, node, arrays)
+            else:
+                attrs = decode(node.get("attrs"), arrays)
+                if not isinstance(attrs, dict):
+                    raise InvalidData("a library object's attributes are malformed")
+                vars(obj).update(attrs)
 
 
 def _tensor(node, arrays) -> torch.Tensor:

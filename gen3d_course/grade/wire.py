@@ -41,14 +41,14 @@ class InvalidData(ValueError):
 def encode(obj, arrays: dict, depth: int = 0, objects: list | None = None):
     """``obj`` as a JSON-able tree; its tensors and arrays go into ``arrays``.
 
-    ``objects`` (the grader's calls only): networks and optimisers are appended to it and sent
-    as ``{"$o": index}``.
+    ``objects`` (the grader's calls only): networks, optimisers and instances of the library's
+    classes are appended to it and sent as ``{"$o": index}``.
     """
     torch = sys.modules.get("torch")  # not imported: nothing here is a tensor (and no 3 s import)
     if depth > MAX_DEPTH:
         raise NotData("nested too deeply")
-    if objects is not None and torch is not None and isinstance(
-            obj, (torch.nn.Module, torch.optim.Optimizer)):
+    if objects is not None and torch is not None and (isinstance(
+            obj, (torch.nn.Module, torch.optim.Optimizer)) or library_object(obj)):
         index = next((i for i, o in enumerate(objects) if o is obj), len(objects))
         if index == len(objects):
             objects.append(obj)
@@ -82,6 +82,11 @@ def encode(obj, arrays: dict, depth: int = 0, objects: list | None = None):
     if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
         return {"$dict": {k: encode(v, arrays, depth + 1, objects) for k, v in obj.items()}}
     raise NotData(f"a {type(obj).__name__} is not plain data")
+
+
+def library_object(obj) -> bool:
+    """An instance of one of the course library's own classes (a check's counting field...)."""
+    return not isinstance(obj, type) and type(obj).__module__.startswith("gen3d_course.")
 
 
 def decode(node, arrays: dict, depth: int = 0, grads: bool = False, objects: list | None = None):
