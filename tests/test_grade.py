@@ -630,6 +630,12 @@ def test_network_and_class_questions_are_judged_in_the_grader():
             p.requires_grad_(False)
         return deepsdf.fit_code(decoder, points, sdf, **kwargs)
 
+    def step(model, optimizer, idx, points, sdf, delta=0.1, code_reg=1e-4):
+        return deepsdf.autodecoder_step(model, optimizer, idx, points, sdf, delta, code_reg)["loss"]
+
+    def weights_only(model, lr, code_lr):  # the codes never move
+        return torch.optim.Adam(model.decoder.parameters(), lr=lr)
+
     def field(field, points, directions, z_shape, z_app, density_noise=0.0, generator=None):
         return field(points, directions, z_shape, z_app, density_noise, generator)
 
@@ -654,6 +660,10 @@ def test_network_and_class_questions_are_judged_in_the_grader():
              ("04_3dgan", "q3", {"discriminator_update": voxel_gan.discriminator_update}, "passed"),
              ("05_deepsdf", "q2", {"fit_code": deepsdf.fit_code}, "passed"),
              ("05_deepsdf", "q2", {"fit_code": stays_frozen}, "left the decoder frozen"),
+             ("05_deepsdf", "q3", {"make_optimizer": deepsdf.autodecoder_optimizer, "autodecoder_step": step},
+              "passed"),
+             ("05_deepsdf", "q3", {"make_optimizer": weights_only, "autodecoder_step": step},
+              "codes (model.codes.parameters()) are not in the optimiser"),
              ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
              ("07_occupancy_networks", "q3", {"mise_refine": mise}, "passed"),
              ("07_occupancy_networks", "q3", {"mise_refine": dense}, "as many as the dense"),

@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, check_function, check_gradients_flow, in_kernel, seeded
 from ..models.deepsdf import (AutoDecoder, SDFDecoder, autodecoder_optimizer, autodecoder_step, clamped_l1,
                               code_objective, code_regularization, fit_code)
 
@@ -100,7 +100,7 @@ def check_fit_code(fn, *, steps: int = 150, lr: float = 2e-2) -> bool:
 def _step_inputs():
     """A small auto-decoder whose codes are far from 0 (so the prior matters) and SDF samples of
     a sphere that straddle ±δ (so the clamp matters), for shapes 4, 1 and 2 of 6."""
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded(0)
     torch.manual_seed(0)
     model = AutoDecoder(6, latent_dim=8, hidden=32, layers=4)
     with torch.no_grad():
@@ -115,36 +115,47 @@ def _same_weights(a, b) -> bool:
     return all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
 
 
+@in_kernel
+def _optimizer_facts(make_optimizer, model: AutoDecoder, lr: float, code_lr: float) -> dict:
+    """What ``make_optimizer(model, lr, code_lr)`` builds, as plain data (an optimiser cannot leave
+    the student's kernel): its type and the learning rate of each parameter (None: left out)."""
+    optimizer = _call_student(make_optimizer, (model,), {"lr": lr, "code_lr": code_lr}, name="make_optimizer",
+                              call=f"make_optimizer(model, lr={lr}, code_lr={code_lr})")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return {"optimizer": False, "type": type(optimizer).__name__}
+    rates = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+    return {"optimizer": True, "type": "Adam" if isinstance(optimizer, torch.optim.Adam) else type(optimizer).__name__,
+            "codes": rates.get(id(model.codes.weight)),
+            "decoder": {n: rates.get(id(p)) for n, p in model.decoder.named_parameters()}}
+
+
 def check_autodecoder_step(make_optimizer, step_fn, *, lr: float = 1e-2, code_lr: float = 5e-2,
                            code_reg: float = 0.05) -> bool:
     """``make_optimizer(model, lr, code_lr)`` must return Adam over the decoder's weights (lr) and
     the codes (code_lr); ``step_fn(model, optimizer, idx, points, sdf, delta, code_reg)`` must take
     one joint step on clamped L1 + code_reg·mean ||z_i||² and return that loss, as the library's
     :func:`~gen3d_course.models.deepsdf.autodecoder_step` does (two steps in a row, compared)."""
-    model, idx, points, sdf = _step_inputs()
+    model = _step_inputs()[0]
     call = f"make_optimizer(model, lr={lr}, code_lr={code_lr})"
-    optimizer = _call_student(make_optimizer, (model,), {"lr": lr, "code_lr": code_lr},
-                              name="make_optimizer", call=call)
-    if not isinstance(optimizer, torch.optim.Optimizer):
+    got = _optimizer_facts(make_optimizer, model, lr, code_lr)
+    if not got["optimizer"]:
         raise CheckFailure(f"make_optimizer should return a torch optimiser (torch.optim.Adam), got "
-                           f"{type(optimizer).__name__}.\n  called as {call}")
-    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    if id(model.codes.weight) not in rates:
+                           f"{got['type']}.\n  called as {call}")
+    if got["codes"] is None:
         raise CheckFailure(
             "make_optimizer: the codes (model.codes.parameters()) are not in the optimiser, so they "
             "would never move. An auto-decoder has no encoder: its codes are parameters, learned by "
             "the same optimiser as the weights (a second parameter group with lr=code_lr).")
-    missing = [n for n, p in model.decoder.named_parameters() if id(p) not in rates]
+    missing = [n for n, rate in got["decoder"].items() if rate is None]
     if missing:
         raise CheckFailure(f"make_optimizer: the decoder's parameters {', '.join(missing[:3])}... are "
                            "not in the optimiser; pass model.decoder.parameters() as one group.")
-    if rates[id(model.codes.weight)] != code_lr or any(
-            rates[id(p)] != lr for p in model.decoder.parameters()):
+    if got["codes"] != code_lr or any(rate != lr for rate in got["decoder"].values()):
         raise CheckFailure(f"make_optimizer: the decoder's group should have lr={lr} and the codes' "
                            f"group lr={code_lr} (two parameter groups: "
                            "[{'params': ..., 'lr': lr}, {'params': ..., 'lr': code_lr}]).")
-    if not isinstance(optimizer, torch.optim.Adam):
-        raise CheckFailure(f"make_optimizer: use torch.optim.Adam (got {type(optimizer).__name__}).")
+    if got["type"] != "Adam":
+        raise CheckFailure(f"make_optimizer: use torch.optim.Adam (got {got['type']}).")
     print("✔ make_optimizer: Adam over the decoder's weights (lr) and the codes (code_lr)")
 
     model, idx, points, sdf = _step_inputs()

@@ -110,7 +110,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """Flatten x (B, \*data_shape) and map it through ReLU layers to ``out_dim`` numbers."""
+    r"""Flatten x (B, \*data_shape) and map it through ReLU layers to ``out_dim`` numbers."""
 
     def __init__(self, data_shape, out_dim: int, hidden=(256, 128)):
         super().__init__()
