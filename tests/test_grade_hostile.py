@@ -309,9 +309,14 @@ def test_kernel_deaths_are_only_self_inflicted(hostile):
 
 
 # --- questions that take a network, an optimiser or a class (units 03 and 04) ----------------
-# Each notebook keeps the released cells up to its last check used here, so the run stays short:
-# 03 up to q3 (cell 10), 04 up to q2 (cell 8; its later checks then count as deleted).
-CUT = {"03_wgan.ipynb": 11, "04_3dgan.ipynb": 9}
+# Each notebook keeps its cells up to the last check used here, so the run stays short: 03 up to
+# q3, 04 up to q2 (its later checks then count as deleted). Cells are found by their question tags:
+# a solution has solution-only cells that its released assignment lacks.
+LAST = {"03_wgan.ipynb": "q3", "04_3dgan.ipynb": "q2"}
+
+
+def _check_cell(nb, question: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if f"question:{question}" in c.metadata.get("tags", []))
 NETWORK_ATTACKS = {
     "custom-exc": (2, "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: [])"),
     "patched-allclose": (2, (
@@ -326,10 +331,10 @@ NETWORK_ATTACKS = {
         "    return ['pass\\n'] if 'check' in text or 'serve' in text else lines\n"
         "get_ipython().input_transformers_post.append(_rewrite)")),
 }
-WRONG = {"03_wgan.ipynb": {  # cell index in the blank assignment -> a wrong answer
-    6: "def clip_weights(critic, c=0.01):\n    pass",
-    9: "def gradient_penalty(critic, real, fake, alpha):\n    return torch.zeros((), requires_grad=True)"},
-    "04_3dgan.ipynb": {6: "class Generator(torch.nn.Module):\n    def __init__(self, z_dim, channels):\n"
+WRONG = {"03_wgan.ipynb": {  # question -> a wrong answer, in the cell just above its check
+    "q2": "def clip_weights(critic, c=0.01):\n    pass",
+    "q3": "def gradient_penalty(critic, real, fake, alpha):\n    return torch.zeros((), requires_grad=True)"},
+    "04_3dgan.ipynb": {"q2": "class Generator(torch.nn.Module):\n    def __init__(self, z_dim, channels):\n"
                           "        super().__init__()\n        self.w = torch.nn.Linear(z_dim, 1)\n"
                           "    def forward(self, z):\n        return torch.sigmoid(self.w(z))"}}
 
@@ -339,23 +344,23 @@ def networks(tmp_path_factory):
     root = tmp_path_factory.mktemp("networks")
     subs, out, scratch = root / "subs", root / "out", root / "scratch"
     scratch.mkdir()
-    for name, cut in CUT.items():
+    for name, last in LAST.items():
         blank = nbformat.read(ROOT / "assignments" / name, as_version=4)
-        blank.cells = blank.cells[:cut]
+        blank.cells = blank.cells[:_check_cell(blank, last) + 1]
         solved = nbformat.read(ROOT / "solutions" / name, as_version=4)
-        solved.cells = solved.cells[:cut]
+        solved.cells = solved.cells[:_check_cell(solved, last) + 1]
         notebooks = {"solution": solved, "blank": blank}
         for student, (index, source) in NETWORK_ATTACKS.items():
             nb = nbformat.from_dict(json.loads(nbformat.writes(blank)))
-            for cell, answer in WRONG[name].items():
-                nb.cells[cell].source = answer
+            for question, answer in WRONG[name].items():
+                nb.cells[_check_cell(nb, question) - 1].source = answer
             nb.cells.insert(index, new_code_cell(source))
             notebooks[student] = nb
         for student, nb in notebooks.items():
             (subs / student).mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, subs / student / name)
     grade(subs, assignments=ROOT / "assignments", out=out, jobs=2, scratch=scratch,
-          units=list(CUT), log=lambda line: None)
+          units=list(LAST), log=lambda line: None)
     with open(out / "grades.csv", newline="") as fh:
         return {(r["student"], r["unit"], r["question"]): r for r in csv.DictReader(fh)}
 
