@@ -14,7 +14,7 @@ import torch
 
 from ..geometry.metrics import chamfer_distance
 from ..models import atlasnet as ref
-from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow, seeded
 
 __all__ = ["check_chamfer", "check_uv_grid", "check_triangulate_square", "check_patch_forward"]
 
@@ -35,7 +35,7 @@ def check_chamfer(chamfer) -> bool:
     """``chamfer(a (B, N, 3), b (B, M, 3))`` -> (B,):
     mean_i min_j |a_i - b_j|² + mean_j min_i |a_i - b_j|² (squared, both directions, summed)."""
     name = "chamfer"
-    generator = torch.Generator().manual_seed(3)
+    generator = seeded(3)
     a, b = torch.rand(2, 9, 3, generator=generator) - 0.5, torch.rand(2, 13, 3, generator=generator) - 0.5
     got = _call_student(chamfer, (a.clone(), b.clone()), {}, name=name,
                         call=f"{name}(a=Tensor(2, 9, 3), b=Tensor(2, 13, 3))")
@@ -59,7 +59,7 @@ def check_chamfer(chamfer) -> bool:
                        rtol=1e-4, atol=1e-6)
     except CheckFailure as failure:
         raise CheckFailure(f"{failure}{hint}") from None
-    a, b = _cloud_pair(torch.Generator().manual_seed(11))
+    a, b = _cloud_pair(seeded(11))
     check_gradients_flow(chamfer, (a.requires_grad_(), b.requires_grad_()), name=name)
     return True
 
@@ -158,7 +158,7 @@ def check_patch_forward(patch_forward) -> bool:
     """``patch_forward(decoder, code (B, C), uv (K, M, 2))`` -> (B, K, M, 3) with
     out[b, k, m] = decoder.patches[k](concat(uv[k, m], code[b]))."""
     name = "patch_forward"
-    decoder, code, uv = _decoder_inputs(torch.Generator().manual_seed(5))
+    decoder, code, uv = _decoder_inputs(seeded(5))
     got = _call_student(patch_forward, (decoder, code, uv), {}, name=name,
                         call=f"{name}(decoder, code=Tensor{tuple(code.shape)}, "
                              f"uv=Tensor{tuple(uv.shape)})")
@@ -177,7 +177,7 @@ def check_patch_forward(patch_forward) -> bool:
         check_function(patch_forward, _reference_forward, _decoder_inputs, name=name, trials=5)
     except CheckFailure as failure:
         raise CheckFailure(f"{failure}{hint}") from None
-    decoder, code, uv = _decoder_inputs(torch.Generator().manual_seed(9))
+    decoder, code, uv = _decoder_inputs(seeded(9))
     check_gradients_flow(lambda code: patch_forward(decoder, code, uv), code.requires_grad_(),
                          name=name)
     return True

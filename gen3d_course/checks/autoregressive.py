@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..models import transformer as ref_tr
 from ..models import vqvae as ref_vq
-from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function, seeded
 
 __all__ = ["check_bits_per_code", "check_quantize", "check_causal_attention", "check_next_code_probs"]
 
@@ -34,7 +34,7 @@ def _bits_inputs(generator: torch.Generator):
 def check_bits_per_code(bits_per_code) -> bool:
     """``bits_per_code(logits (B, T, K), targets (B, T))`` -> 0-d tensor: mean -log2 p(target)."""
     name = "bits_per_code"
-    logits, targets = _bits_inputs(torch.Generator().manual_seed(1))
+    logits, targets = _bits_inputs(seeded(1))
     got = _call_student(bits_per_code, (logits.clone(), targets.clone()), {}, name=name,
                         call=f"{name}(logits=Tensor{tuple(logits.shape)}, targets=Tensor{tuple(targets.shape)})")
     logp = F.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]  # (B, T) nats
@@ -72,7 +72,7 @@ def check_quantize(quantize) -> bool:
     """``quantize(z (N, D), codebook (K, D))`` -> (z_st (N, D), indices (N,)): nearest code by
     Euclidean distance, value e_k, gradient to z unchanged (straight-through), none to the codebook."""
     name = "quantize"
-    z, codebook = _vq_inputs(torch.Generator().manual_seed(2))
+    z, codebook = _vq_inputs(seeded(2))
     call = f"{name}(z=Tensor{tuple(z.shape)}, codebook=Tensor{tuple(codebook.shape)})"
     got = _call_student(quantize, (z.clone(), codebook.clone()), {}, name=name, call=call)
     if not isinstance(got, (tuple, list)) or len(got) != 2:
@@ -94,7 +94,7 @@ def check_quantize(quantize) -> bool:
     # the gradient: d z_st / d z = I, nothing to the codebook through z_st
     z_leaf, book = z.clone().requires_grad_(), codebook.clone().requires_grad_()
     z_st, _ = _call_student(quantize, (z_leaf, book), {}, name=name, call=call)
-    upstream = torch.randn(z_st.shape, generator=torch.Generator().manual_seed(3))
+    upstream = torch.randn(z_st.shape, generator=seeded(3))
     if not z_st.requires_grad:
         raise CheckFailure(f"{name}: z_st has no autograd history, so no gradient can reach the encoder; "
                            "return z + (e_k - z).detach() (the straight-through estimator)")
@@ -133,7 +133,7 @@ def check_causal_attention(causal_attention) -> bool:
     """``causal_attention(q, k, v)`` with (B, nh, T, hs) inputs -> (B, nh, T, hs):
     softmax(q k^T / sqrt(hs), masked above the diagonal) v."""
     name = "causal_attention"
-    q, k, v = _attention_inputs(torch.Generator().manual_seed(4))
+    q, k, v = _attention_inputs(seeded(4))
     t = q.shape[-2]
     got = _call_student(causal_attention, (q.clone(), k.clone(), v.clone()), {}, name=name,
                         call=f"{name}(q, k, v each Tensor{tuple(q.shape)})")
@@ -155,7 +155,7 @@ def check_causal_attention(causal_attention) -> bool:
     # the law itself: changing what comes after position i leaves outputs 0..i unchanged
     i = t // 2
     k2, v2 = k.clone(), v.clone()
-    k2[..., i + 1:, :] += 5 * torch.randn(k2[..., i + 1:, :].shape, generator=torch.Generator().manual_seed(5))
+    k2[..., i + 1:, :] += 5 * torch.randn(k2[..., i + 1:, :].shape, generator=seeded(5))
     v2[..., i + 1:, :] += 5
     before = causal_attention(q.clone(), k.clone(), v.clone())[..., : i + 1, :]
     after = causal_attention(q.clone(), k2, v2)[..., : i + 1, :]
@@ -182,7 +182,7 @@ def check_next_code_probs(next_code_probs) -> bool:
     """``next_code_probs(logits (B, K), temperature, top_k)`` -> probabilities (B, K): softmax of
     logits / temperature over the top_k largest, zero elsewhere (top_k None: all codes)."""
     name = "next_code_probs"
-    logits, temperature, top_k = _probs_inputs(torch.Generator().manual_seed(6))
+    logits, temperature, top_k = _probs_inputs(seeded(6))
     got = _call_student(next_code_probs, (logits.clone(), temperature, top_k), {}, name=name,
                         call=f"{name}(logits=Tensor{tuple(logits.shape)}, temperature={temperature}, top_k={top_k})")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..models import diffusion as ref
-from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function, seeded
 
 __all__ = ["check_ddim_step", "check_ddpm_step", "check_epsilon_loss", "check_q_sample"]
 
@@ -75,7 +75,7 @@ def check_epsilon_loss(epsilon_loss) -> bool:
     """``epsilon_loss(model, x0, t, noise, schedule)``: mean of (ε − model(x_t, t))² over all
     elements, x_t = ``q_sample(x0, t, noise)``."""
     name = "epsilon_loss"
-    torch.manual_seed(0)
+    torch.manual_seed(seeded(0).initial_seed())
     model = ref.MLPDenoiser(2, 16, 1).eval()
 
     def reference(model, x0, t, noise, schedule):
@@ -167,7 +167,7 @@ def check_ddpm_step(ddpm_step, n: int = 4000) -> bool:
     mu, sd, chain = torch.tensor([1.0, -2.0]), 0.5, 200
     s = ref.cosine_schedule(chain)
     model = ref.GaussianDenoiser(s, mu, sd)
-    g = torch.Generator().manual_seed(3)
+    g = seeded(3)
     x = torch.randn(n, 2, generator=g)
     with torch.no_grad():
         for step in reversed(range(chain)):

@@ -20,7 +20,7 @@ from ..models.nerf import to_unit_cube
 from ..render.cameras import intrinsic_matrix, look_at
 from ..render.encoding import positional_encoding
 from ..render.patches import patch_coordinates, patch_grid, rays_from_intrinsics
-from . import CheckFailure, check_function, check_gradients_flow
+from . import CheckFailure, check_function, check_gradients_flow, seeded
 from .nerf import _with_hint
 
 __all__ = ["check_shape_input", "check_appearance_input", "check_conditional_field",
@@ -40,10 +40,10 @@ def check_shape_input(shape_input) -> bool:
     """``shape_input(points (B, N, 3), z_shape (B, Ds), n_freqs) -> (B, N, 3(1 + 2L) + Ds)``."""
     def run():
         check_function(shape_input, reference_shape_input, _shape_inputs, name="shape_input", trials=6)
-        points, z, n = _shape_inputs(torch.Generator().manual_seed(1))
+        points, z, n = _shape_inputs(seeded(1))
         return check_gradients_flow(shape_input, (points, z.requires_grad_(), n), name="shape_input")
 
-    points, z, n = _shape_inputs(torch.Generator().manual_seed(2))
+    points, z, n = _shape_inputs(seeded(2))
     points, z = points[:1].expand(2, -1, -1).clone(), torch.randn(2, z.shape[1])
 
     def student():
@@ -78,11 +78,11 @@ def check_appearance_input(appearance_input) -> bool:
     def run():
         check_function(appearance_input, reference_appearance_input, _appearance_inputs,
                        name="appearance_input", trials=6)
-        h, d, z, n = _appearance_inputs(torch.Generator().manual_seed(3))
+        h, d, z, n = _appearance_inputs(seeded(3))
         return check_gradients_flow(appearance_input, (h.requires_grad_(), d, z.requires_grad_(), n),
                                     name="appearance_input")
 
-    h, d, z, n = _appearance_inputs(torch.Generator().manual_seed(4))
+    h, d, z, n = _appearance_inputs(seeded(4))
 
     def student():
         return appearance_input(h.clone(), d.clone(), z.clone(), n)
@@ -147,11 +147,11 @@ def check_conditional_field(conditional_field) -> bool:
 
     def with_noise(field, points, directions, z_shape, z_app, density_noise, generator_seed):
         return conditional_field(field, points, directions, z_shape, z_app, density_noise,
-                                 torch.Generator().manual_seed(generator_seed))
+                                 seeded(generator_seed))
 
     def reference_with_noise(field, points, directions, z_shape, z_app, density_noise, generator_seed):
         return field(points, directions, z_shape, z_app, density_noise,
-                     torch.Generator().manual_seed(generator_seed))
+                     seeded(generator_seed))
 
     def noisy_inputs(generator):
         """Equal seeds give equal noise: the student must draw it from the generator."""
@@ -165,11 +165,11 @@ def check_conditional_field(conditional_field) -> bool:
             raise CheckFailure(f"{name} must also take density_noise and generator (keep the "
                                "signature: ..., density_noise=0.0, generator=None).") from None
         check_function(with_noise, reference_with_noise, noisy_inputs, name=name, trials=3)
-        field, points, directions, z_s, z_a = _field_inputs(torch.Generator().manual_seed(5))
+        field, points, directions, z_s, z_a = _field_inputs(seeded(5))
         return check_gradients_flow(conditional_field, (field, points, directions, z_s.requires_grad_(),
                                                         z_a.requires_grad_()), name=name)
 
-    inputs = _field_inputs(torch.Generator().manual_seed(6))
+    inputs = _field_inputs(seeded(6))
 
     def matches(**mistake):
         with torch.no_grad():
@@ -178,8 +178,8 @@ def check_conditional_field(conditional_field) -> bool:
 
     def noise_ignores_generator():
         field, *rest = inputs
-        first = conditional_field(field, *rest, 0.5, torch.Generator().manual_seed(7))[0]
-        second = conditional_field(field, *rest, 0.5, torch.Generator().manual_seed(7))[0]
+        first = conditional_field(field, *rest, 0.5, seeded(7))[0]
+        second = conditional_field(field, *rest, 0.5, seeded(7))[0]
         return not torch.equal(first, second)
 
     hints = [
@@ -202,7 +202,7 @@ def check_patch_pattern(sample_patch_pattern) -> bool:
     name = "sample_patch_pattern"
     n = 4000
     for lo, hi in ((0.5, 1.0), (0.25, 0.75)):
-        generator = torch.Generator().manual_seed(0)
+        generator = seeded(0)
         try:
             out = sample_patch_pattern(n, lo, hi, generator)
         except NotImplementedError:
@@ -236,8 +236,8 @@ def check_patch_pattern(sample_patch_pattern) -> bool:
                                "[−(1 − s), 1 − s]² (they cluster near 0).")
         if (centers.mean(0).abs() > 0.03).any():
             raise CheckFailure(f"{name}: centres must be symmetric around 0 (mean {centers.mean(0).tolist()}).")
-    again = sample_patch_pattern(10, 0.5, 1.0, torch.Generator().manual_seed(0))
-    again2 = sample_patch_pattern(10, 0.5, 1.0, torch.Generator().manual_seed(0))
+    again = sample_patch_pattern(10, 0.5, 1.0, seeded(0))
+    again2 = sample_patch_pattern(10, 0.5, 1.0, seeded(0))
     if not (torch.equal(again[0], again2[0]) and torch.equal(again[1], again2[1])):
         raise CheckFailure(f"{name}: draw every random number from the given `generator`, so the same "
                            "seed gives the same patches.")
@@ -262,7 +262,7 @@ def check_patch_coordinates(patch_coordinates_fn) -> bool:
         return check_function(patch_coordinates_fn, patch_coordinates, _pattern_inputs,
                               name="patch_coordinates", trials=6)
 
-    centers, scales, P, W, H = _pattern_inputs(torch.Generator().manual_seed(5))
+    centers, scales, P, W, H = _pattern_inputs(seeded(5))
 
     def student():
         return patch_coordinates_fn(centers.clone(), scales.clone(), P, W, H)
@@ -306,7 +306,7 @@ def check_patch_rays(patch_rays) -> bool:
     def run():
         return check_function(patch_rays, rays_from_intrinsics, _ray_inputs, name="patch_rays", trials=6)
 
-    K, c2w, uv = _ray_inputs(torch.Generator().manual_seed(6))
+    K, c2w, uv = _ray_inputs(seeded(6))
 
     def student_dirs():
         return patch_rays(K.clone(), c2w.clone(), uv.clone())[1]

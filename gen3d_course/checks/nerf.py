@@ -17,7 +17,7 @@ from ..render.cameras import look_at, pixel_rays
 from ..render.encoding import positional_encoding as reference_encoding
 from ..render.sampling import hierarchical_samples as reference_hierarchical
 from ..render.volume import volume_render
-from . import CheckFailure, check_function, check_gradients_flow
+from . import CheckFailure, check_function, check_gradients_flow, seeded
 
 __all__ = ["check_get_rays", "check_compositing_weights", "check_render_ray_colors",
            "check_positional_encoding", "check_hierarchical_samples"]
@@ -66,7 +66,7 @@ def check_get_rays(get_rays) -> bool:
     def run():
         return check_function(get_rays, pixel_rays, _camera_inputs, name="get_rays", trials=6)
 
-    c2w, width, height, focal = _camera_inputs(torch.Generator().manual_seed(0))
+    c2w, width, height, focal = _camera_inputs(seeded(0))
 
     def student_dirs():
         return get_rays(c2w.clone(), width, height, focal)[1]
@@ -140,11 +140,11 @@ def check_compositing_weights(compositing_weights) -> bool:
             return sigmas, t, _far_per_ray(generator, t)
 
         _check_far_as_tensor(compositing_weights, _reference_weights, tensor_far, name="compositing_weights")
-        sigmas, t, far = inputs(torch.Generator().manual_seed(1))
+        sigmas, t, far = inputs(seeded(1))
         return check_gradients_flow(compositing_weights, (sigmas.requires_grad_(), t, far),
                                     name="compositing_weights")
 
-    sigmas, t, far = inputs(torch.Generator().manual_seed(2))
+    sigmas, t, far = inputs(seeded(2))
 
     def transmittance_is_inclusive():
         _, trans, _ = compositing_weights(sigmas.clone(), t.clone(), far)
@@ -184,11 +184,11 @@ def check_render_ray_colors(render_ray_colors) -> bool:
             return sigmas, colors, t, _far_per_ray(generator, t), background
 
         _check_far_as_tensor(render_ray_colors, _reference_render, tensor_far, name="render_ray_colors")
-        sigmas, colors, t, far, background = inputs(torch.Generator().manual_seed(3))
+        sigmas, colors, t, far, background = inputs(seeded(3))
         return check_gradients_flow(render_ray_colors, (sigmas.requires_grad_(), colors.requires_grad_(),
                                                         t, far, background), name="render_ray_colors")
 
-    sigmas, colors, t, far, background = inputs(torch.Generator().manual_seed(4))
+    sigmas, colors, t, far, background = inputs(seeded(4))
 
     def no_background():
         rgb = render_ray_colors(sigmas.clone(), colors.clone(), t.clone(), far, background.clone())[0]
@@ -221,7 +221,7 @@ def check_positional_encoding(positional_encoding) -> bool:
     def run():
         check_function(positional_encoding, reference_encoding, _encoding_inputs,
                        name="positional_encoding", trials=6, atol=1e-5)
-        x, n = _encoding_inputs(torch.Generator().manual_seed(5))
+        x, n = _encoding_inputs(seeded(5))
         return check_gradients_flow(positional_encoding, (x.requires_grad_(), n), name="positional_encoding")
 
     x = torch.tensor([[0.3, -0.7]])
@@ -297,7 +297,7 @@ def check_hierarchical_samples(hierarchical_samples) -> bool:
         return check_function(hierarchical_samples, _reference_hierarchical, _hierarchical_inputs,
                               name="hierarchical_samples", trials=6, atol=1e-4)
 
-    t_coarse, weights, u = _hierarchical_inputs(torch.Generator().manual_seed(6))
+    t_coarse, weights, u = _hierarchical_inputs(seeded(6))
 
     def student():
         return hierarchical_samples(t_coarse.clone(), weights.clone(), u.clone())

@@ -8,7 +8,7 @@ import torch
 from ..geometry.metrics import iou
 from ..geometry.mise import boundary_cells, final_resolution, mise_grid
 from ..models.occnet import occupancy_bce
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, check_function, check_gradients_flow, seeded
 
 __all__ = ["check_cells_to_subdivide", "check_mise_refine", "check_occupancy_bce", "check_volumetric_iou"]
 
@@ -32,7 +32,7 @@ def check_occupancy_bce(fn) -> bool:
         raise CheckFailure(f"{failure}\n  Hint: the inputs include logits of ±30, where σ(l) rounds "
                            "to 0 or 1 and log(0) = -inf; use F.logsigmoid(l) for log σ(l) and "
                            "F.logsigmoid(-l) for log(1 - σ(l)).") from None
-    logits, occupancy = _bce_inputs(torch.Generator().manual_seed(1))
+    logits, occupancy = _bce_inputs(seeded(1))
     check_gradients_flow(fn, (logits.requires_grad_(), occupancy), name=name)
     return True
 
@@ -72,7 +72,7 @@ def check_mise_refine(fn) -> bool:
     number of queries it reports, and the number of points it actually asked the field for.
     """
     name = "mise_refine"
-    g = torch.Generator().manual_seed(7)
+    g = seeded(7)
     for trial, (start_res, levels) in enumerate([(5, 1), (9, 1), (5, 2), (9, 2)], 1):
         center = (0.3 * torch.rand(3, generator=g) - 0.15).tolist()
         radius = float(0.15 + 0.2 * torch.rand((), generator=g))

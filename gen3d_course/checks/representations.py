@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..geometry import extract
-from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function
+from . import CheckFailure, _append_hint, _call_student, _mistake_hint, check_function, seeded
 
 __all__ = ["check_edge_crossing", "check_fit_power_law", "check_grid_to_world"]
 
@@ -35,7 +35,7 @@ def _edge_inputs(generator: torch.Generator):
 def check_edge_crossing(edge_crossing) -> bool:
     """``edge_crossing(x0, x1, f0, f1, level)`` -> (N, 3): x0 + (level − f0)/(f1 − f0)·(x1 − x0)."""
     name = "edge_crossing"
-    x0, x1, f0, f1, level = _edge_inputs(torch.Generator().manual_seed(11))
+    x0, x1, f0, f1, level = _edge_inputs(seeded(11))
     got = _call_student(edge_crossing, (x0.clone(), x1.clone(), f0.clone(), f1.clone(), level), {},
                         name=name, call=f"{name}(x0=Tensor{tuple(x0.shape)}, ..., level={level})")
     t = (level - f0) / (f1 - f0)
@@ -76,7 +76,7 @@ def _grid_inputs(generator: torch.Generator):
 def check_grid_to_world(grid_to_world) -> bool:
     """``grid_to_world(vertices, res, lo, hi)`` -> (V, 3): lo + index · (hi − lo)/(res − 1)."""
     name = "grid_to_world"
-    vertices, res, lo, hi = _grid_inputs(torch.Generator().manual_seed(12))
+    vertices, res, lo, hi = _grid_inputs(seeded(12))
     got = _call_student(grid_to_world, (vertices.clone(), res, lo, hi), {}, name=name,
                         call=f"{name}(vertices=Tensor{tuple(vertices.shape)}, res={res}, lo={lo}, hi={hi})")
     spacing = (hi - lo) / (res - 1)
@@ -120,7 +120,7 @@ def _power_inputs(generator: torch.Generator):
 def check_fit_power_law(fit_power_law) -> bool:
     """``fit_power_law(resolutions, sizes)`` -> (p, c) as Python floats: size ≈ c·R^p, fitted in log-log."""
     name = "fit_power_law"
-    resolutions, sizes = _power_inputs(torch.Generator().manual_seed(13))
+    resolutions, sizes = _power_inputs(seeded(13))
     got = _call_student(fit_power_law, (resolutions.clone(), sizes.clone()), {}, name=name,
                         call=f"{name}(resolutions=Tensor{tuple(resolutions.shape)}, sizes=Tensor{tuple(sizes.shape)})")
     p, c = _reference_power_law(resolutions, sizes)
