@@ -45,6 +45,7 @@ from ..render.cameras import focal_from_fov, rays_through
 from ..render.encoding import encoding_size, positional_encoding
 from ..render.patches import (PoseDistribution, full_image_coordinates, patch_coordinates,
                               sample_image_patches, sample_patch_pattern)
+from ..render.occupancy import OccupancyGrid
 from ..render.rays import render_rays
 from ..train import History, on_device, train
 from .gans import discriminator_loss, generator_loss
@@ -199,13 +200,24 @@ class Generator(nn.Module):
         field.bounds = self.field.bounds
         return field
 
+    def occupancy(self, z_shape, res: int = 16, threshold: float = 0.01) -> OccupancyGrid:
+        """Where one object (z_s of shape (1, Ds)) can be seen: its density on a coarse grid, so a
+        render can skip empty samples (``render.occupancy``; the sliders' speed-up)."""
+        if z_shape.shape[0] != 1:
+            raise ValueError(f"occupancy: the shape code of one object, (1, {self.cfg.z_shape}), got "
+                             f"{tuple(z_shape.shape)}.")
+        return OccupancyGrid(lambda points: self.field.density(points[None], z_shape)[0], self.field.bounds,
+                             res=res, threshold=threshold)
+
     def render_rays(self, origins, directions, z_shape, z_app, *, perturb: bool = True,
                     generator: torch.Generator | None = None, n_samples: int | None = None,
-                    density_noise: float = 0.0) -> dict:
+                    density_noise: float = 0.0, occupancy=None, min_transmittance: float = 0.0) -> dict:
         """Volume-render rays (B, R, 3) of batch entry b with codes b: rgb (B, R, 3), acc and depth (B, R).
 
         ``render.rays.render_rays`` with the codes bound in a closure: S samples per ray,
         stratified inside the field's box (a ray that misses it shows the background).
+        ``occupancy`` (one object's, see :meth:`occupancy`) and ``min_transmittance`` skip samples
+        that cannot change a pixel, as for NeRF.
         """
         B, R = origins.shape[:2]
 
@@ -217,7 +229,7 @@ class Generator(nn.Module):
         out = render_rays(coded_field, origins.reshape(-1, 3), directions.reshape(-1, 3),
                           n_samples=self.cfg.n_samples if n_samples is None else n_samples,
                           bounds=self.field.bounds, perturb=perturb, background=self.background,
-                          generator=generator)
+                          generator=generator, occupancy=occupancy, min_transmittance=min_transmittance)
         return {"rgb": out["rgb"].reshape(B, R, 3), "acc": out["acc"].reshape(B, R),
                 "depth": out["depth"].reshape(B, R)}
 
@@ -233,9 +245,10 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def render(self, z_shape, z_app, c2w, size: int | None = None, chunk: int = 16,
-               n_samples: int | None = None) -> dict:
+               n_samples: int | None = None, **skip) -> dict:
         """Whole images at ``size`` (default: the training size), deterministic samples:
-        {"images" (B, 3, H, W), "acc" (B, H, W), "depth" (B, H, W)}."""
+        {"images" (B, 3, H, W), "acc" (B, H, W), "depth" (B, H, W)}. ``skip``: ``occupancy`` and
+        ``min_transmittance`` of :meth:`render_rays`."""
         size = self.cfg.image_size if size is None else size
         focal = self.cfg.focal * size / self.cfg.image_size
         c2w = torch.as_tensor(c2w, dtype=torch.float32).reshape(-1, 4, 4)
@@ -248,7 +261,7 @@ class Generator(nn.Module):
             origins, directions = rays_through(c2w[sl], uv, size, size, focal)
             n = len(c2w[sl])
             out = self.render_rays(origins.reshape(n, -1, 3), directions.reshape(n, -1, 3),
-                                   z_shape[sl], z_app[sl], perturb=False, n_samples=n_samples)
+                                   z_shape[sl], z_app[sl], perturb=False, n_samples=n_samples, **skip)
             parts["images"].append(out["rgb"].reshape(n, size, size, 3).permute(0, 3, 1, 2))
             parts["acc"].append(out["acc"].reshape(n, size, size))
             parts["depth"].append(out["depth"].reshape(n, size, size))
