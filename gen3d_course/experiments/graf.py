@@ -181,6 +181,13 @@ def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 
     seeds = list(seeds)
     if len(seeds) < 2:
         raise ValueError("real_consistency: the shuffled control needs at least 2 shapes.")
+    return _consistency(real_views(category, seeds, c2w, size, focal), c2w, focal)
+
+
+def real_views(category: str, seeds, c2w: torch.Tensor, size: int, focal: float) -> list:
+    """Exact sphere-traced renders of real shapes ``seeds`` (one random colour each, the data's
+    light) from every camera ``c2w`` (V, 4, 4): per shape a list of V dicts "rgb" (3, H, W) on
+    white, "depth" (H, W), "mask" (H, W)."""
     objects = []
     for colour, seed in zip(random_colors(len(seeds), seed=99), seeds):
         views = []
@@ -191,7 +198,7 @@ def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 
             views.append({"rgb": alpha * rgb + (1 - alpha), "depth": torch.from_numpy(r["depth"]),
                           "mask": alpha > 0.5})
         objects.append(views)
-    return _consistency(objects, c2w, focal)
+    return objects
 
 
 def orbit(G: Generator, z_shape, z_app, n: int = 8, elevation: float = 25.0, size: int | None = None):
