@@ -25,9 +25,12 @@ def test_follow_statistics_constant_offset_and_unrelated():
 
 def test_identity_drift_zero_when_each_object_keeps_its_colour():
     centres = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.3, 0.2, 0.5]])
-    assert camera.identity_drift(centres[:, None].expand(-1, 5, -1)) == pytest.approx(0.0)
+    spread = float(torch.pdist(centres).mean())
+    assert camera.identity_drift(centres[:, None].expand(-1, 5, -1), spread) == pytest.approx(0.0)
     wandering = torch.stack([centres.roll(i, 0) for i in range(3)], 1)  # each walk visits every colour
-    assert camera.identity_drift(wandering) > 0.5
+    assert camera.identity_drift(wandering, spread) > 0.5
+    with pytest.raises(ValueError, match="spread"):
+        camera.identity_drift(wandering, 0.0)
 
 
 def test_object_chroma_removes_brightness_and_ignores_background():
@@ -57,7 +60,7 @@ def test_estimator_and_walks_reject_bad_input():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         camera.pose_features(torch.ones(4, 1, 8, 8))
     with pytest.raises(ValueError, match="requested azimuths"):
-        camera.camera_control(torch.zeros(3), torch.ones(2, 4, 3, 8, 8), None)
+        camera.camera_control(torch.zeros(3), torch.ones(2, 4, 3, 8, 8), None, 1.0)
 
 
 def test_steer_reaches_the_requested_azimuths_of_the_linear_predictor():

@@ -12,13 +12,11 @@ Two estimators read an image without knowing who made it, both fitted on real re
   change of chroma between two images is a change of object.
 
 The 2D baseline is a DCGAN (``models.gans``) trained on exactly GRAF's chair images
-(``gen3d-course train camera_control``). It has no camera input; the best it offers is the latent
-direction that linearly predicts the estimated azimuth (``azimuth_direction``), walked by
-``steer``.
+(``gen3d-course train camera_control``). It has no camera input; the best stand-in is the latent
+direction that linearly predicts the estimated azimuth (``azimuth_direction``, found with the
+posed reader, i.e. with labels GRAF never had), walked by ``steer``.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -95,15 +93,19 @@ def follow_statistics(requested: torch.Tensor, estimated: torch.Tensor) -> dict:
     return {"R": float(torch.sqrt(c ** 2 + s ** 2).mean()), "error": float(error.mean())}
 
 
-def identity_drift(chroma: torch.Tensor) -> float:
-    """Colour change along a walk, against the spread between objects: chroma (n_objects, n_views, 3)
-    → mean distance of each view's chroma to its object's mean, divided by the mean distance
-    between different objects' mean chromas (0: every object keeps its colour; ≈ 0.5 or more:
-    the colour wanders as far as from one object to another)."""
-    centre = chroma.mean(1)
-    within = (chroma - centre[:, None]).norm(dim=-1).mean()
-    between = torch.pdist(centre).mean()
-    return float(within / between.clamp_min(1e-6))
+def chroma_spread(images: torch.Tensor) -> float:
+    """Mean chroma distance between the objects of different images (N, 3, H, W): the scale of
+    a change of object, against which ``identity_drift`` is measured."""
+    return float(torch.pdist(object_chroma(images)).mean())
+
+
+def identity_drift(chroma: torch.Tensor, spread: float) -> float:
+    """Colour change along walks, chroma (n_objects, n_views, 3): the mean distance of each view's
+    chroma to its walk's mean, divided by ``spread`` (``chroma_spread`` of real images). 0: every
+    object keeps its colour; about 0.5: the colour wanders as far as from one object to another."""
+    if spread <= 0:
+        raise ValueError(f"identity_drift: spread must be positive, got {spread}.")
+    return float((chroma - chroma.mean(1, keepdim=True)).norm(dim=-1).mean() / spread)
 
 
 def azimuth_direction(G, estimator: AzimuthEstimator, n: int = 2000, seed: int = 0) -> dict:
@@ -133,16 +135,18 @@ def steer(z: torch.Tensor, direction: dict, azimuths: torch.Tensor) -> torch.Ten
     return z + residual @ torch.linalg.pinv(W).T
 
 
-def camera_control(requested: torch.Tensor, images: torch.Tensor, estimator: AzimuthEstimator) -> dict:
+def camera_control(requested: torch.Tensor, images: torch.Tensor, estimator: AzimuthEstimator,
+                   spread: float) -> dict:
     """Walks (n_objects, n_views, 3, H, W) made by asking for azimuths ``requested`` (n_views,):
-    ``follow_statistics`` of the estimated azimuths, ``identity_drift`` of the object colour, and
+    ``follow_statistics`` of the estimated azimuths, ``identity_drift`` of the object colour (against
+    ``spread``, see ``chroma_spread``), and
     the estimates themselves ("azimuths", (n_objects, n_views))."""
     n, v = images.shape[:2]
     if len(requested) != v:
         raise ValueError(f"camera_control: {len(requested)} requested azimuths for walks of {v} views.")
     estimated = estimator(images.flatten(0, 1)).reshape(n, v)
     stats = follow_statistics(requested.expand(n, -1), estimated)
-    stats["drift"] = identity_drift(object_chroma(images.flatten(0, 1)).reshape(n, v, 3))
+    stats["drift"] = identity_drift(object_chroma(images.flatten(0, 1)).reshape(n, v, 3), spread)
     stats["azimuths"] = estimated
     return stats
 
