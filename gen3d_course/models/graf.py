@@ -328,11 +328,12 @@ class GRAF:
 
     @classmethod
     def create(cls, cfg: GRAFConfig | None = None, lr_g: float = 1e-3, lr_d: float = 4e-4,
-               seed: int = 0, make_field=None) -> "GRAF":
-        """``make_field()`` builds another field for the generator (after seeding); default GRAF's."""
+               seed: int = 0, make_generator=None) -> "GRAF":
+        """``make_generator()`` builds another generator (after seeding, e.g. ``voxel_graf``'s);
+        default GRAF's."""
         cfg = GRAFConfig() if cfg is None else cfg
         torch.manual_seed(seed)
-        G = Generator(cfg, None if make_field is None else make_field())
+        G = Generator(cfg) if make_generator is None else make_generator()
         D = PatchDiscriminator(cfg.patch_size, cfg.disc_base)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.0, 0.99))
