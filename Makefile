@@ -41,7 +41,7 @@ test: setup browser sandbox
 
 # `make test-unit U=08`: one unit's library tests, its lecture and solution (nbval) and the check
 # that its assignment's checks fail untouched. A unit's library tests are listed here.
-UNIT_TESTS_00 = tests/test_shapes.py tests/test_extract.py tests/test_meshes.py tests/test_metrics.py \
+UNIT_TESTS_00 = tests/test_shapes.py tests/test_extract.py tests/test_meshes.py tests/test_metrics.py tests/test_mesh_quality.py \
                 tests/test_render_cameras.py tests/test_render_sphere_tracing.py tests/test_viz.py
 UNIT_TESTS_01 = tests/test_autoencoders.py tests/test_toy_and_images.py tests/test_checks.py
 UNIT_TESTS_02 = tests/test_gans.py tests/test_toy_and_images.py
