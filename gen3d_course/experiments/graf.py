@@ -116,11 +116,15 @@ def _consistency(objects: list, poses, focal: float) -> dict:
                 shuffled.append(control["error"])
                 hollow.append(inverted["error"])
                 visible.append(same["visible"])
-    return {"error": float(np.mean(errors)) if errors else float("nan"),
-            "shuffled": float(np.mean(shuffled)) if shuffled else float("nan"),
-            "hollow": float(np.nanmean(hollow)) if hollow else float("nan"),
+    return {"error": _finite_mean(errors), "shuffled": _finite_mean(shuffled), "hollow": _finite_mean(hollow),
             "visible": float(np.mean(visible)) if visible else 0.0,
-            "front": float(np.nanmean(front)), "front_hollow": float(np.nanmean(front_hollow))}
+            "front": _finite_mean(front), "front_hollow": _finite_mean(front_hollow)}
+
+
+def _finite_mean(values) -> float:
+    """Mean of the finite values; NaN, silently, when there are none (an empty generator's views)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _orbit_angles(step_deg: float, n_views: int, elevation: float) -> torch.Tensor:
