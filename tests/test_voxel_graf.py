@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from gen3d_course.experiments import graf as experiments
 from gen3d_course.models import graf, voxel_graf
 
 torch.set_num_threads(1)
@@ -70,6 +71,10 @@ def test_holo_generator_draws_rotated_volumes_and_trains():
         assert torch.allclose(G(z_s, z_a, c2w, uv), images, atol=1e-5)
     with pytest.raises(ValueError, match="draws 32"):
         G.render(z_s, z_a, c2w, size=64)
+    with pytest.raises(TypeError, match="no rays"):
+        G.render_rays(None, None, z_s, z_a)
+    with pytest.raises(ValueError, match="renders no depth"):
+        experiments.generated_consistency(G, z_s, z_a, n_views=2)
     history = graf.fit(model, torch.rand(6, 3, cfg.image_size, cfg.image_size), 2, progress=False)
     assert len(history["d_loss"]) == 2
 

@@ -143,6 +143,9 @@ def generated_consistency(G: Generator, z_shape, z_app, step_deg: float = 30.0, 
     objects = []
     for i in range(len(z_shape)):
         out = G.render(z_shape[[i] * n_views], z_app[[i] * n_views], poses, size)
+        if "depth" not in out:
+            raise ValueError(f"generated_consistency: {type(G).__name__} renders no depth, and re-projection "
+                             f"needs one (judge it by the camera-control readers instead).")
         objects.append([{"rgb": out["images"][k], "depth": out["depth"][k], "mask": out["acc"][k] > 0.5}
                         for k in range(n_views)])
     return _consistency(objects, poses, focal)

@@ -122,6 +122,13 @@ class HoloGenerator(Generator):
         """Patches (B, 3, P, P): the drawn image read at pixel coordinates uv, as real patches are."""
         return sample_image_patches(self.draw(z_shape, z_app, c2w), uv)
 
+    def render_rays(self, *args, **kwargs):
+        raise TypeError("HoloGenerator shoots no rays: it draws whole images (draw, render); there is no "
+                        "field to query and no depth.")
+
+    def object_field(self, *args, **kwargs):
+        raise TypeError("HoloGenerator has no radiance field to bind or compose: its 2D decoder draws the image.")
+
     @torch.no_grad()
     def render(self, z_shape, z_app, c2w, size: int | None = None, chunk: int = 64, n_samples=None) -> dict:
         """{"images" (B, 3, H, W)} at the training size (a 2D decoder has one output size)."""
