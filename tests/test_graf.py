@@ -2,6 +2,7 @@
 a short adversarial run, image metrics, the checks of the assignment, and the image collection."""
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -258,6 +259,17 @@ def test_consistency_of_real_renders_is_far_below_its_shuffled_control():
     with pytest.raises(ValueError, match="at least 2"):
         experiments.real_consistency("chair", seeds=[0])
 
+
+def test_consistency_of_an_empty_generator_is_nan_without_warnings():
+    """An untrained generator renders nothing opaque: no pixel to re-project, NaNs and no warning."""
+    G = graf.Generator(graf.GRAFConfig(image_size=16, patch_size=8))
+    z_s, z_a = G.sample_codes(2, torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = experiments.generated_consistency(G, z_s, z_a, n_views=2)
+    assert out["visible"] == 0.0 and all(math.isnan(out[k]) for k in ("error", "shuffled", "hollow", "front"))
+
+
 # ------------------------------------------------------------------ checks fail on wrong answers
 def test_checks_fail_with_hints_on_classic_mistakes():
     def codes_first(points, z, n):
@@ -308,3 +320,4 @@ def test_image_collection_is_seeded_and_on_white():
     assert len(a[1:]) == 2 and a[1:].seeds == a.seeds[1:]
     with pytest.raises(ValueError, match="unknown category"):
         graf_images(2, 16, "sofa")
+

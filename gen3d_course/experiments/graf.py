@@ -116,11 +116,15 @@ def _consistency(objects: list, poses, focal: float) -> dict:
                 shuffled.append(control["error"])
                 hollow.append(inverted["error"])
                 visible.append(same["visible"])
-    return {"error": float(np.mean(errors)) if errors else float("nan"),
-            "shuffled": float(np.mean(shuffled)) if shuffled else float("nan"),
-            "hollow": float(np.nanmean(hollow)) if hollow else float("nan"),
+    return {"error": _finite_mean(errors), "shuffled": _finite_mean(shuffled), "hollow": _finite_mean(hollow),
             "visible": float(np.mean(visible)) if visible else 0.0,
-            "front": float(np.nanmean(front)), "front_hollow": float(np.nanmean(front_hollow))}
+            "front": _finite_mean(front), "front_hollow": _finite_mean(front_hollow)}
+
+
+def _finite_mean(values) -> float:
+    """Mean of the finite values; NaN, silently, when there are none (an empty generator's views)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _orbit_angles(step_deg: float, n_views: int, elevation: float) -> torch.Tensor:
@@ -139,6 +143,9 @@ def generated_consistency(G: Generator, z_shape, z_app, step_deg: float = 30.0, 
     objects = []
     for i in range(len(z_shape)):
         out = G.render(z_shape[[i] * n_views], z_app[[i] * n_views], poses, size)
+        if "depth" not in out:
+            raise ValueError(f"generated_consistency: {type(G).__name__} renders no depth, and re-projection "
+                             f"needs one (judge it by the camera-control readers instead).")
         objects.append([{"rgb": out["images"][k], "depth": out["depth"][k], "mask": out["acc"][k] > 0.5}
                         for k in range(n_views)])
     return _consistency(objects, poses, focal)
@@ -181,6 +188,13 @@ def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 
     seeds = list(seeds)
     if len(seeds) < 2:
         raise ValueError("real_consistency: the shuffled control needs at least 2 shapes.")
+    return _consistency(real_views(category, seeds, c2w, size, focal), c2w, focal)
+
+
+def real_views(category: str, seeds, c2w: torch.Tensor, size: int, focal: float) -> list:
+    """Exact sphere-traced renders of real shapes ``seeds`` (one random colour each, the data's
+    light) from every camera ``c2w`` (V, 4, 4): per shape a list of V dicts "rgb" (3, H, W) on
+    white, "depth" (H, W), "mask" (H, W)."""
     objects = []
     for colour, seed in zip(random_colors(len(seeds), seed=99), seeds):
         views = []
@@ -191,7 +205,7 @@ def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 
             views.append({"rgb": alpha * rgb + (1 - alpha), "depth": torch.from_numpy(r["depth"]),
                           "mask": alpha > 0.5})
         objects.append(views)
-    return _consistency(objects, c2w, focal)
+    return objects
 
 
 def orbit(G: Generator, z_shape, z_app, n: int = 8, elevation: float = 25.0, size: int | None = None):

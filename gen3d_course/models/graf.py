@@ -172,11 +172,14 @@ class ConditionalField(nn.Module):
 class Generator(nn.Module):
     """Codes + camera + patch pattern → a volume-rendered patch (white background)."""
 
-    def __init__(self, cfg: GRAFConfig | None = None):
+    def __init__(self, cfg: GRAFConfig | None = None, field: nn.Module | None = None):
+        """``field``: any module called as ``ConditionalField`` is (e.g. ``voxel_graf.VoxelField``,
+        a PlatonicGAN-style grid); default GRAF's conditional radiance field."""
         super().__init__()
         self.cfg = cfg = GRAFConfig() if cfg is None else cfg
-        self.field = ConditionalField(cfg.z_shape, cfg.z_app, cfg.width, cfg.depth, cfg.pos_freqs,
-                                      cfg.dir_freqs, cfg.density_scale, cfg.density_shift)
+        self.field = field if field is not None else ConditionalField(
+            cfg.z_shape, cfg.z_app, cfg.width, cfg.depth, cfg.pos_freqs, cfg.dir_freqs, cfg.density_scale,
+            cfg.density_shift)
         self.poses = cfg.poses
         self.register_buffer("background", torch.ones(3))
 
@@ -338,10 +341,13 @@ class GRAF:
 
     @classmethod
     def create(cls, cfg: GRAFConfig | None = None, lr_g: float = 1e-3, lr_d: float = 4e-4,
-               seed: int = 0) -> "GRAF":
+               seed: int = 0, make_generator=None) -> "GRAF":
+        """``make_generator()`` builds another generator (after seeding, e.g. ``voxel_graf``'s);
+        default GRAF's."""
         cfg = GRAFConfig() if cfg is None else cfg
         torch.manual_seed(seed)
-        G, D = Generator(cfg), PatchDiscriminator(cfg.patch_size, cfg.disc_base)
+        G = Generator(cfg) if make_generator is None else make_generator()
+        D = PatchDiscriminator(cfg.patch_size, cfg.disc_base)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.0, 0.99))
         opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.0, 0.99))
