@@ -4,10 +4,13 @@ errors, the null condition and its dropping, camera sampling, and the view class
 import pytest
 import torch
 
+from gen3d_course.checks import CheckFailure
+from gen3d_course.checks import score_distillation as checks
 from gen3d_course.experiments import score_distillation as experiments
 from gen3d_course.models import diffusion as D
 from gen3d_course.models import score_distillation as S
 from gen3d_course.models.nerf import GridField
+from gen3d_course.render.cameras import pose_from_angles
 
 
 def gaussian_prior(mu, s=0.1, T=100):
@@ -161,3 +164,76 @@ def test_view_classifier_and_janus_number_on_labels():
     assert jan == pytest.approx(1 - experiments.facing_accuracy(classifier, images, angles))
     with pytest.raises(ValueError, match="32"):
         classifier(torch.rand(1, 3, 16, 16))
+
+
+# --------------------------------------------------------------------------------------------
+# The assignment's checks
+# --------------------------------------------------------------------------------------------
+
+def _reference_sds(prior, image, t, noise, cond):
+    return S.sds_loss(prior, image, t, noise, cond)
+
+
+def _reference_views(n, generator):
+    return S.sample_views(n, generator)
+
+
+def test_checks_pass_on_the_reference():
+    assert checks.check_sds_loss(_reference_sds)
+    assert checks.check_sample_views(_reference_views)
+
+
+@pytest.mark.parametrize("check", [checks.check_sds_loss, checks.check_sample_views])
+def test_checks_fail_on_the_untouched_assignment(check):
+    def untouched(*args, **kwargs):
+        raise NotImplementedError("write it")
+    with pytest.raises(CheckFailure, match="not implemented"):
+        check(untouched)
+
+
+def _through_unet(prior, image, t, noise, cond):
+    x = prior.normalize(image)
+    eps = prior(D.q_sample(x, t, noise, prior.schedule), t, cond)
+    w = (1 - prior.schedule.alpha_bars[t]).view(-1, 1, 1, 1)
+    return (w * (eps - noise) ** 2).sum() / len(x)
+
+
+def _no_weight(prior, image, t, noise, cond):
+    x = prior.normalize(image)
+    with torch.no_grad():
+        eps = prior(D.q_sample(x, t, noise, prior.schedule), t, cond)
+    return ((eps - noise) * x).sum() / len(x)
+
+
+def _detached(prior, image, t, noise, cond):
+    return S.sds_loss(prior, image.detach(), t, noise, cond)
+
+
+@pytest.mark.parametrize("wrong, hint", [(_through_unet, "through the U-Net"), (_no_weight, "no weight w"),
+                                         (_detached, "no gradient")])
+def test_sds_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_sds_loss(wrong)
+
+
+def _half_circle(n, generator):
+    c2w, angles = S.sample_views(n, generator)
+    angles = angles.clone()
+    angles[:, 0] = angles[:, 0] / 2
+    return torch.stack([pose_from_angles(float(a), float(e), 1.8) for a, e in angles]), angles
+
+
+def _unseeded(n, generator):
+    return S.sample_views(n, None)
+
+
+def _wrong_radius(n, generator):
+    _, angles = S.sample_views(n, generator)
+    return torch.stack([pose_from_angles(float(a), float(e), 1.5) for a, e in angles]), angles
+
+
+@pytest.mark.parametrize("wrong, hint", [(_half_circle, "cover the circle"), (_unseeded, "generator"),
+                                         (_wrong_radius, "radius 1.8")])
+def test_views_check_names_the_mistake(wrong, hint):
+    with pytest.raises(CheckFailure, match=hint):
+        checks.check_sample_views(wrong)

@@ -21,7 +21,10 @@ from .. import config
 from ..checkpoints import checkpoint_info, load_checkpoint, rounded, save_checkpoint
 from ..data.graf_images import graf_images
 from ..models.diffusion import DiffusionModel, UNet, cosine_schedule, fit
-from ..models.score_distillation import prompt_condition
+from ..models.nerf import GridField
+from ..models.score_distillation import FOV, distill, prior_score, prompt_condition
+from ..render.cameras import focal_from_fov, pose_from_angles
+from ..render.rays import render_image
 from ..train import train
 
 CHECKPOINT = "sds_prior_view"          # the module's main checkpoint; the others are named below
@@ -256,3 +259,65 @@ def train_checkpoint() -> dict:
     metrics["wall_seconds"] = time.perf_counter() - start
     metrics["cpu_seconds"] = time.process_time() - cpu_start
     return rounded(metrics)
+
+
+# --------------------------------------------------------------------------------------------
+# SDS runs of unit 08's grid field, and their Janus number
+# --------------------------------------------------------------------------------------------
+
+RADIUS = 1.8  # the renders' camera distance (``render.patches.PoseDistribution``)
+PROMPT = (0.85, 0.25, 0.2)   # "a red chair": a colour inside the training colours' range
+
+
+def sds_field(res: int = 32, seed: int = 0, blob: float = 0.3) -> GridField:
+    """A ``models.nerf.GridField`` over the world cube with a soft ball of density at the centre
+    (raw density ``blob``·(1 − r/0.35) inside radius 0.35), as DreamFusion starts: from an empty
+    field every render is white and the first gradients have nowhere to put density."""
+    field = GridField(res=res, features=4, width=32, seed=seed)
+    with torch.no_grad():
+        axis = torch.linspace(*config.WORLD, res)
+        x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+        r = (x ** 2 + y ** 2 + z ** 2).sqrt()
+        field.density_grid.copy_(blob * (1 - r / 0.35).clamp(min=0))
+    return field
+
+
+def run_sds(prior: DiffusionModel, view_conditioned: bool, steps: int, seed: int = 0, color=PROMPT,
+            res: int = 32, **kw):
+    """One SDS run from ``sds_field(res, seed)``: returns (field, history). ``kw`` go to
+    ``models.score_distillation.distill`` (guidance, lr, views, t_range, max_seconds, ...)."""
+    torch.manual_seed(seed)
+    field = sds_field(res, seed)
+    history = distill(field, prior, color, steps, view_conditioned=view_conditioned, seed=seed,
+                      desc=f"SDS {'view' if view_conditioned else 'agnostic'} seed {seed}", **kw)
+    return field, history
+
+
+def ring_angles(n: int = 12, elevation: float = 25.0) -> torch.Tensor:
+    """(n, 2) cameras evenly around the object at one elevation, starting at the front (azimuth 0)."""
+    return torch.stack([torch.arange(n) * 360.0 / n, torch.full((n,), float(elevation))], 1)
+
+
+@torch.no_grad()
+def ring_renders(field, angles: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """(n, 3, size, size) renders of ``field`` from ``angles`` with the priors' camera (radius, fov)."""
+    focal = focal_from_fov(size, FOV)
+    return torch.stack([render_image(field, pose_from_angles(float(a), float(e), RADIUS), size, size, focal,
+                                     n_samples=64)["rgb"].permute(2, 0, 1) for a, e in angles]).clamp(0, 1)
+
+
+def janus_runs(prior: DiffusionModel, view_conditioned: bool, classifier: ViewClassifier, seeds, steps: int,
+               n_views: int = 16, **kw) -> list[dict]:
+    """``run_sds`` for each seed; per run the Janus number over ``n_views`` ring cameras, the share
+    of non-side views read as "front", the prior score (``prior_score``, no prompt) of the ring
+    renders and the seconds. The fields are returned under "field"."""
+    rows, angles = [], ring_angles(n_views)
+    for seed in seeds:
+        field, history = run_sds(prior, view_conditioned, steps, seed, **kw)
+        images = ring_renders(field, angles)
+        keep = facing(angles) >= 0
+        rows.append({"prior": "view-conditioned" if view_conditioned else "view-agnostic", "seed": seed,
+                     "Janus": janus_number(classifier, images, angles),
+                     "front share": float((classifier.front_probability(images[keep]) > 0.5).float().mean()),
+                     "prior score": prior_score(prior, images), "seconds": history.seconds, "field": field})
+    return rows
