@@ -4,6 +4,7 @@ errors, the null condition and its dropping, camera sampling, and the view class
 import pytest
 import torch
 
+from gen3d_course.checkpoints import checkpoint_info
 from gen3d_course.checks import CheckFailure
 from gen3d_course.checks import score_distillation as checks
 from gen3d_course.experiments import score_distillation as experiments
@@ -237,3 +238,21 @@ def _wrong_radius(n, generator):
 def test_views_check_names_the_mistake(wrong, hint):
     with pytest.raises(CheckFailure, match=hint):
         checks.check_sample_views(wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped checkpoints
+# --------------------------------------------------------------------------------------------
+
+def test_shipped_checkpoints_load_are_small_and_measured():
+    for kind, name in experiments.PRIORS.items():
+        info = checkpoint_info(name)
+        assert info["bytes"] <= 5_000_000 and info["command"].startswith("GEN3D_MODE=full")
+        prior = experiments.load_prior(kind)
+        assert not prior.training and prior.denoiser.cond_dim == (6 if kind == "view" else 3)
+    metrics = {kind: checkpoint_info(name)["metrics"] for kind, name in experiments.PRIORS.items()}
+    assert metrics["view"]["facing_accuracy"] > metrics["agnostic"]["facing_accuracy"] + 0.2
+    assert checkpoint_info(experiments.CLASSIFIER)["metrics"]["heldout_accuracy"] > 0.95
+    assert experiments.load_pretrained().denoiser.cond_dim == 6
+    with pytest.raises(ValueError, match="kind"):
+        experiments.load_prior("front")

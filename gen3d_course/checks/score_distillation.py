@@ -73,7 +73,8 @@ def check_sds_loss(sds_loss) -> bool:
     call = f"{name}(prior, image=render (2, 3, 8, 8) of a grid field, t=tensor({t.tolist()}), noise, cond)"
 
     def student(image):
-        return _call_student(sds_loss, (prior, image, t.clone(), noise.clone(), cond.clone()), {}, name=name, call=call)
+        return _call_student(sds_loss, (prior, image, t.clone(), noise.clone(), cond.clone()), {}, name=name,
+                             call=call)
 
     prior.zero_grad(set_to_none=True)
     got = _field_gradient(field, c2w, student)

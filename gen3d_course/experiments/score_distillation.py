@@ -246,7 +246,8 @@ def train_checkpoint() -> dict:
                     config={"channels": classifier.channels, "data": data_config, "side_margin_deg": SIDE_MARGIN})
     for kind, prior in priors.items():
         m = prior_metrics(prior, kind == "view", classifier, held, seed=1)
-        m["train"] = {"steps": histories[kind].steps[-1] + 1, "max_steps": steps, "max_seconds": max_seconds, "final_loss": histories[kind].mean("loss"),
+        m["train"] = {"steps": histories[kind].steps[-1] + 1, "max_steps": steps, "max_seconds": max_seconds,
+                      "final_loss": histories[kind].mean("loss"),
                       "first_loss": histories[kind].mean("loss", first=True),
                       "train_seconds": histories[kind].seconds}
         metrics[kind] = m
@@ -306,18 +307,25 @@ def ring_renders(field, angles: torch.Tensor, size: int = SIZE) -> torch.Tensor:
                                      n_samples=64)["rgb"].permute(2, 0, 1) for a, e in angles]).clamp(0, 1)
 
 
+def janus_row(field, prior: DiffusionModel, view_conditioned: bool, classifier: ViewClassifier, seed: int,
+              seconds: float, n_views: int = 16) -> dict:
+    """One SDS object measured from ``n_views`` ring cameras: its Janus number, the share of its
+    non-side views read as "front", the prior score (``prior_score``, no prompt) of the renders,
+    with the run's seed and seconds and the field itself under "field"."""
+    angles = ring_angles(n_views)
+    images = ring_renders(field, angles)
+    keep = facing(angles) >= 0
+    return {"prior": "view-conditioned" if view_conditioned else "view-agnostic", "seed": seed,
+            "Janus": janus_number(classifier, images, angles),
+            "front share": float((classifier.front_probability(images[keep]) > 0.5).float().mean()),
+            "prior score": prior_score(prior, images), "seconds": seconds, "field": field}
+
+
 def janus_runs(prior: DiffusionModel, view_conditioned: bool, classifier: ViewClassifier, seeds, steps: int,
-               n_views: int = 16, **kw) -> list[dict]:
-    """``run_sds`` for each seed; per run the Janus number over ``n_views`` ring cameras, the share
-    of non-side views read as "front", the prior score (``prior_score``, no prompt) of the ring
-    renders and the seconds. The fields are returned under "field"."""
-    rows, angles = [], ring_angles(n_views)
+               **kw) -> list[dict]:
+    """``run_sds`` for each seed (``kw`` go to ``distill``), each measured by ``janus_row``."""
+    rows = []
     for seed in seeds:
         field, history = run_sds(prior, view_conditioned, steps, seed, **kw)
-        images = ring_renders(field, angles)
-        keep = facing(angles) >= 0
-        rows.append({"prior": "view-conditioned" if view_conditioned else "view-agnostic", "seed": seed,
-                     "Janus": janus_number(classifier, images, angles),
-                     "front share": float((classifier.front_probability(images[keep]) > 0.5).float().mean()),
-                     "prior score": prior_score(prior, images), "seconds": history.seconds, "field": field})
+        rows.append(janus_row(field, prior, view_conditioned, classifier, seed, history.seconds))
     return rows

@@ -129,7 +129,7 @@ def sample_timesteps(n: int, T: int, t_range=(0.02, 0.98), generator: torch.Gene
 
 
 def distill(field, prior: DiffusionModel, color, steps: int, *, view_conditioned: bool, guidance: float = 20.0,
-            size: int = 32, views: int = 2, lr: float = 1e-2, t_range=(0.02, 0.98), tv_weight: float = 0.0,
+            size: int = 32, views: int = 2, lr: float = 1e-3, t_range=(0.02, 0.98), tv_weight: float = 0.0,
             elevation_range=(10.0, 40.0), n_samples: int = 32, seed: int = 0, max_seconds: float | None = None,
             desc: str = "SDS", progress: bool = True):
     """Optimise ``field`` (a ``models.nerf.GridField``) by SDS alone: each step renders ``views``
