@@ -74,6 +74,11 @@ def test_distill_runs_and_logs():
     history = S.distill(field, prior, (0.8, 0.2, 0.2), 3, view_conditioned=True, size=8, n_samples=8,
                         progress=False)
     assert len(history["sds"]) == 2 and history.seconds > 0
+    unconditional = gaussian_prior(torch.zeros(3, 8, 8))
+    assert len(S.distill(field, unconditional, None, 2, view_conditioned=False, size=8, n_samples=8,
+                         progress=False)["sds"]) == 2
+    with pytest.raises(ValueError, match="colour"):
+        S.distill(field, prior, None, 2, view_conditioned=True, size=8, progress=False)
 
 
 def test_sample_views_cover_the_circle_and_look_at_the_origin():

@@ -22,7 +22,6 @@ side of the object it should see.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
@@ -135,19 +134,21 @@ def distill(field, prior: DiffusionModel, color, steps: int, *, view_conditioned
     """Optimise ``field`` (a ``models.nerf.GridField``) by SDS alone: each step renders ``views``
     random cameras (``sample_views``) at ``size``², draws t (``sample_timesteps``) and ε, and
     steps Adam along ``sds_loss`` (+ ``tv_weight`` · the grid's total variation). The prompt is the
-    colour ``color`` (3,), with the cameras' angles too when ``view_conditioned``.
+    colour ``color`` (3,), with the cameras' angles too when ``view_conditioned``; ``color`` None
+    means no prompt (an unconditional prior, e.g. ``diffusion.GaussianDenoiser``).
     Returns the training history ("sds" surrogate, "tv")."""
+    if color is None and view_conditioned:
+        raise ValueError("distill: a view-conditioned prompt needs a colour too (the prior's prompt is colour + camera).")
     generator = torch.Generator().manual_seed(seed)
-    color = torch.as_tensor(color, dtype=torch.float32).reshape(1, 3)
+    color = None if color is None else torch.as_tensor(color, dtype=torch.float32).reshape(1, 3)
     optimizer = torch.optim.Adam(field.param_groups(lr), lr=lr)
-    start = time.perf_counter()
 
     def step(i):
         c2w, angles = sample_views(views, generator, elevation_range)
         image = render_views(field, c2w, size, n_samples, generator=generator)
         t = sample_timesteps(views, prior.schedule.T, t_range, generator)
         noise = torch.randn(image.shape, generator=generator)
-        cond = prompt_condition(color.expand(views, 3), angles if view_conditioned else None)
+        cond = None if color is None else prompt_condition(color.expand(views, 3), angles if view_conditioned else None)
         loss = sds_loss(prior, image, t, noise, cond, guidance)
         tv = field.tv_loss() if tv_weight else torch.zeros(())
         optimizer.zero_grad(set_to_none=True)
@@ -158,7 +159,6 @@ def distill(field, prior: DiffusionModel, color, steps: int, *, view_conditioned
     field.train()
     history = train(step, steps, desc=desc, log_every=10, max_seconds=max_seconds, progress=progress)
     field.eval()
-    history.seconds = time.perf_counter() - start
     return history
 
 
