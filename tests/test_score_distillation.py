@@ -261,3 +261,15 @@ def test_shipped_checkpoints_load_are_small_and_measured():
     assert experiments.load_pretrained().denoiser.cond_dim == 6
     with pytest.raises(ValueError, match="kind"):
         experiments.load_prior("front")
+
+
+def test_guided_prior_is_the_guided_epsilon():
+    torch.manual_seed(0)
+    prior = D.DiffusionModel(D.UNet(8, 8, cond_dim=3), D.cosine_schedule(50), 0.5, 0.5)
+    with torch.no_grad():
+        prior.denoiser.out[-1].weight.normal_(0, 0.3)
+    x, t, cond = torch.randn(2, 3, 8, 8), torch.tensor([3, 30]), torch.rand(2, 3)
+    guided = S.GuidedPrior(prior, 7.5)
+    assert torch.allclose(guided(x, t, cond), D.guided_epsilon(prior, x, t, cond, 7.5, prior.null_label))
+    image = torch.rand(2, 3, 8, 8)
+    assert torch.equal(guided.normalize(image), prior.normalize(image)) and guided.schedule.T == 50

@@ -22,7 +22,7 @@ from ..checkpoints import checkpoint_info, load_checkpoint, rounded, save_checkp
 from ..data.graf_images import graf_images
 from ..models.diffusion import DiffusionModel, UNet, cosine_schedule, fit
 from ..models.nerf import GridField
-from ..models.score_distillation import FOV, distill, prior_score, prompt_condition
+from ..models.score_distillation import FOV, distill, prompt_condition, prompt_score
 from ..render.cameras import focal_from_fov, pose_from_angles
 from ..render.rays import render_image
 from ..train import train
@@ -270,6 +270,9 @@ RADIUS = 1.8  # the renders' camera distance (``render.patches.PoseDistribution`
 PROMPT = (0.85, 0.25, 0.2)   # "a red chair": a colour inside the training colours' range
 
 
+MESH_LEVEL = 30.0  # σ of the SDS fields' meshes: their dense cores reach 40-80 in 400 steps (our runs)
+
+
 def sds_field(res: int = 32, seed: int = 0, blob: float = 0.3) -> GridField:
     """A ``models.nerf.GridField`` over the world cube with a soft ball of density at the centre
     (raw density ``blob``·(1 − r/0.35) inside radius 0.35), as DreamFusion starts: from an empty
@@ -310,15 +313,22 @@ def ring_renders(field, angles: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 def janus_row(field, prior: DiffusionModel, view_conditioned: bool, classifier: ViewClassifier, seed: int,
               seconds: float, n_views: int = 16) -> dict:
     """One SDS object measured from ``n_views`` ring cameras: its Janus number, the share of its
-    non-side views read as "front", the prior score (``prior_score``, no prompt) of the renders,
-    with the run's seed and seconds and the field itself under "field"."""
+    non-side views read as "front", the prompt score (``prompt_score``) of the renders under the
+    prior that made it, with the run's seed and seconds and the field itself under "field"."""
     angles = ring_angles(n_views)
     images = ring_renders(field, angles)
     keep = facing(angles) >= 0
     return {"prior": "view-conditioned" if view_conditioned else "view-agnostic", "seed": seed,
             "Janus": janus_number(classifier, images, angles),
             "front share": float((classifier.front_probability(images[keep]) > 0.5).float().mean()),
-            "prior score": prior_score(prior, images), "seconds": seconds, "field": field}
+            "prompt score": prompt_score(prior, images, ring_prompt(angles, view_conditioned)),
+            "seconds": seconds, "field": field}
+
+
+def ring_prompt(angles: torch.Tensor, view_conditioned: bool, color=PROMPT) -> torch.Tensor:
+    """The SDS prompt for each of ``angles``' cameras: the colour, and the camera for a view prior."""
+    colors = torch.as_tensor(color, dtype=torch.float32).reshape(1, 3).expand(len(angles), 3)
+    return prompt_condition(colors, angles if view_conditioned else None)
 
 
 def janus_runs(prior: DiffusionModel, view_conditioned: bool, classifier: ViewClassifier, seeds, steps: int,

@@ -86,6 +86,26 @@ def prior_epsilon(prior: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, con
     return guided_epsilon(prior, x_t, t, cond.to(x_t.device), guidance, prior.null_label)
 
 
+class GuidedPrior(torch.nn.Module):
+    """``prior`` with its ε̂ classifier-free guided at ``scale``: ``GuidedPrior(prior, 30)(x_t, t, y)``
+    is ``prior_epsilon(prior, x_t, t, y, 30)``, with the prior's ``normalize`` and ``schedule``, so
+    code written for a plain prior (the assignment's ``sds_loss``) runs guided."""
+
+    def __init__(self, prior: DiffusionModel, scale: float):
+        super().__init__()
+        self.prior, self.scale = prior, float(scale)
+
+    @property
+    def schedule(self):
+        return self.prior.schedule
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return self.prior.normalize(image)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return prior_epsilon(self.prior, x_t, t, cond, self.scale)
+
+
 def sds_loss(prior: DiffusionModel, image: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
              cond: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
     """The SDS surrogate for renders ``image`` (B, 3, H, W) in [0, 1], differentiable w.r.t. the
@@ -164,8 +184,9 @@ def distill(field, prior: DiffusionModel, color, steps: int, *, view_conditioned
 
 def prior_score(prior: DiffusionModel, images: torch.Tensor, cond: torch.Tensor | None = None, draws: int = 16,
                 seed: int = 0) -> float:
-    """Mean ``denoising_loss`` of ``images`` over ``draws`` fixed (t, ε) pairs each (t uniform over
-    the whole chain, no guidance): how unlikely the prior finds them. Lower is more like its data."""
+    """Mean ``denoising_loss`` per pixel of ``images`` over ``draws`` fixed (t, ε) pairs each (t
+    uniform over the whole chain, no guidance): how unlikely the prior finds them. Lower is more
+    like its data; an empty white render is easy to denoise, so compare like with like."""
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
     with torch.no_grad():
@@ -174,3 +195,13 @@ def prior_score(prior: DiffusionModel, images: torch.Tensor, cond: torch.Tensor 
             noise = torch.randn(images.shape, generator=generator)
             total += float(denoising_loss(prior, images, t, noise, cond).mean())
     return total / draws / math.prod(images.shape[1:])
+
+
+def prompt_score(prior: DiffusionModel, images: torch.Tensor, cond: torch.Tensor, draws: int = 16,
+                 seed: int = 0) -> float:
+    """How much better the prior denoises ``images`` when told the prompt ``cond`` than with the
+    null prompt: ``prior_score`` without minus with it. By Bayes, p(y | x_t) ∝ p(x_t | y)/p(x_t),
+    and the two denoising errors estimate the two scores, so this is the classifier-free
+    guidance's implicit classifier: > 0 when the renders look like what the prompt asks for
+    (colour, and the camera's side for a view-conditioned prior); about 0 for a blank render."""
+    return prior_score(prior, images, None, draws, seed) - prior_score(prior, images, cond, draws, seed)
