@@ -41,7 +41,7 @@ test: setup browser sandbox
 
 # `make test-unit U=08`: one unit's library tests, its lecture and solution (nbval) and the check
 # that its assignment's checks fail untouched. A unit's library tests are listed here.
-UNIT_TESTS_00 = tests/test_shapes.py tests/test_extract.py tests/test_meshes.py tests/test_metrics.py \
+UNIT_TESTS_00 = tests/test_shapes.py tests/test_extract.py tests/test_meshes.py tests/test_metrics.py tests/test_mesh_quality.py \
                 tests/test_render_cameras.py tests/test_render_sphere_tracing.py tests/test_viz.py
 UNIT_TESTS_01 = tests/test_autoencoders.py tests/test_toy_and_images.py tests/test_checks.py
 UNIT_TESTS_02 = tests/test_gans.py tests/test_toy_and_images.py
@@ -51,7 +51,7 @@ UNIT_TESTS_05 = tests/test_deepsdf.py tests/test_extract.py tests/test_meshes.py
 UNIT_TESTS_06 = tests/test_atlasnet.py
 UNIT_TESTS_07 = tests/test_occnet.py tests/test_mise.py
 UNIT_TESTS_08 = tests/test_nerf.py tests/test_nerf_data.py $(wildcard tests/test_render_*.py)
-UNIT_TESTS_09 = tests/test_graf.py tests/test_render_patches.py tests/test_render_rays.py
+UNIT_TESTS_09 = tests/test_graf.py tests/test_render_patches.py tests/test_render_rays.py tests/test_render_compose.py
 UNIT_TESTS_10 = tests/test_vqvae.py tests/test_transformer.py
 UNIT_TESTS_11 = tests/test_diffusion.py
 UNIT_TESTS_12 = tests/test_score_distillation.py
@@ -64,10 +64,12 @@ test-unit: setup
 	  $(foreach s,$(UNIT_SOLUTIONS),"tests/test_assignments.py::test_every_check_fails_on_the_untouched_assignment[$(s)]")
 
 # The course website in _build/site: lectures executed in the run mode GEN3D_MODE names
-# (lecture by default), one at a time with one torch thread, cached per mode in _build/ so a
+# (lecture by default), JOBS at a time with one torch thread each (docs/execute.py), cached per
+# mode in _build/ so a
 # rebuild re-runs only the notebooks whose code changed (after a change to the library or to
 # docs/kernel_startup.py, delete _build/jupyter_cache to re-run all). Configuration: docs/conf.py.
 book: setup
+	OMP_NUM_THREADS=1 $(PY) docs/execute.py --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(PY) -m sphinx -b html -q -d _build/doctrees docs _build/site
 
 # Debian's Chromium for the browser tests; where it cannot be installed they are skipped.

@@ -3,7 +3,8 @@
 - live: latency of one slider move (decode or re-mesh + in-place widget update), median and max;
 - static: time to build the plotly Figure (every frame decoded and encoded) and its size in bytes.
 
-Usage: python benchmarks/sliders.py   (prints one Markdown table)
+Usage: python benchmarks/sliders.py [WORD ...]   (one Markdown table; WORDs pick the panels whose
+name contains one of them, e.g. ``gallery NeRF``)
 """
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ import time
 import numpy as np
 
 
-def measure(moves) -> list[float]:
-    """Set each (control, value) in turn on a live panel; time each full redraw."""
-    times = []
+def measure(moves) -> tuple[list[float], list[float]]:
+    """Set each (control, value) in turn on a live panel; (wall, CPU) seconds of each full redraw.
+    CPU seconds (one thread) stay meaningful on a machine that is busy with something else."""
+    wall, cpu = [], []
     for control, value in moves:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         control.value = value
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 # Each panel returns (build, moves): build() makes the panel in the current form through
@@ -117,6 +120,11 @@ def voxel_gan_sliders():
         model.cfg.z_dim, n_sliders=6, z0=z0), _two_sliders)
 
 
+def _orbit_moves(box):
+    return list(zip([box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
+                    [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0]))
+
+
 def nerf_orbit():
     """Unit 08: shipped NeRF, one 64×64 orbit view (colour + depth, 32 + 16 samples) per move."""
     from gen3d_course.experiments import nerf as experiments
@@ -126,20 +134,18 @@ def nerf_orbit():
     render = experiments.orbit_renderer(field, size=64, **experiments.ORBIT_RENDER)
     return (lambda: panels.image_sliders(render, azimuth=(0.0, 360.0, 15.0, 30.0),
                                          elevation=(10.0, 70.0, 5.0, 30.0)),
-            lambda box: list(zip([box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
-                                 [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])))
+            _orbit_moves)
 
 
 def nerf_orbit_every_sample():
     """Unit 08: ``nerf_orbit`` without the occupancy grid and early termination (what it was)."""
     from gen3d_course.experiments import nerf as experiments
-    from gen3d_course.viz.image_sliders import image_sliders
+    from gen3d_course.viz import panels
 
     render = experiments.orbit_renderer(experiments.load_pretrained(), size=64, skip_empty=False,
                                         **experiments.ORBIT_RENDER)
-    box = image_sliders(render, azimuth=(0.0, 360.0, 15.0, 30.0), elevation=(10.0, 70.0, 5.0, 30.0))
-    return measure(box, [box.controls["azimuth"]] * 5 + [box.controls["elevation"]] * 5,
-                   [45.0, 60.0, 75.0, 90.0, 105.0, 20.0, 25.0, 35.0, 40.0, 45.0])
+    return (lambda: panels.image_sliders(render, azimuth=(0.0, 360.0, 15.0, 30.0),
+                                         elevation=(10.0, 70.0, 5.0, 30.0)), _orbit_moves)
 
 
 def graf_sliders():
@@ -167,18 +173,20 @@ PANELS = {"00 gallery (64³ re-mesh)": gallery,
           "09 GRAF sliders (64×64 volume render, 16 samples)": graf_sliders}
 
 
-def main() -> None:
+def main(words=()) -> None:
     import torch
 
     from gen3d_course.viz import panels
 
     torch.set_num_threads(1)  # as the notebooks do: parallel kernels lose on small decoders
-    print("| panel | live: median ms a move | live: max ms | static: build s | static: bytes |\n"
-          "|---|---:|---:|---:|---:|")
+    print("| panel | live: median ms a move | live: max ms | live: median CPU ms | static: build s "
+          "| static: bytes |\n|---|---:|---:|---:|---:|---:|")
     for name, panel in PANELS.items():
+        if words and not any(w.lower() in name.lower() for w in words):
+            continue
         build, moves = panel()
         os.environ[panels.VIEWS_VARIABLE] = "live"
-        times = np.array(measure(moves(build()))) * 1e3
+        times, cpu = (np.array(t) * 1e3 for t in measure(moves(build())))
         os.environ[panels.VIEWS_VARIABLE] = "static"
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # its own one-line summary
@@ -186,8 +194,11 @@ def main() -> None:
         seconds = time.perf_counter() - start
         size = len(figure.to_json())
         assert size <= panels.MAX_BYTES, f"{name}: static figure of {size} bytes"
-        print(f"| {name} | {statistics.median(times):.0f} | {times.max():.0f} | {seconds:.1f} | {size:,} |")
+        print(f"| {name} | {statistics.median(times):.0f} | {times.max():.0f} | {statistics.median(cpu):.0f} "
+              f"| {seconds:.1f} | {size:,} |")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -49,8 +49,8 @@ extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.autosummary", "sphinx
 exclude_patterns = ["**/.ipynb_checkpoints"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 
-# Execution: one notebook at a time (Sphinx reads serially), cached per run mode, so fast-mode
-# outputs (CI) never stand in for lecture-mode ones. A failing cell stops the build, naming
+# Execution: cached per run mode, so fast-mode outputs (CI) never stand in for lecture-mode ones;
+# `make book` fills the cache several notebooks at a time first (docs/execute.py). A failing cell stops the build, naming
 # the notebook and showing the cell's traceback.
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(ROOT / "_build" / "jupyter_cache" / mode())

@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     p_grade.add_argument("--unit", action="append",
                          help="grade only this assignment (repeatable; default: all submitted)")
     p_grade.add_argument("--memory", type=float, default=4.0,
-                         help="GiB of address space per process in a submission's sandbox")
+                         help="GiB of memory for a submission's whole run (where a control group "
+                              "can be made) and of address space for each of its processes")
     p_grade.add_argument("--uses-reference", choices=("flag", "zero"), default="flag",
                          help="an answer that calls the library's own reference function: "
                               "flag it (default) or score it 0")

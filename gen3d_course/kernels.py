@@ -2,7 +2,7 @@
 
 A TCP kernel's five ports are picked by the client (bind to port 0, then close) and bound by the
 kernel about a second later. When two notebook runs start at once (the two pytest-xdist workers
-of ``make test``, or ``gen3d-course grade --jobs 2``) the other run can take a port in that gap,
+of ``make test``, ``gen3d-course grade --jobs 2``, or the website's parallel build) the other run can take a port in that gap,
 and the kernel dies with "Address already in use" (this failed a CI run). A Unix socket under a
 fresh random name cannot be taken by anyone else.
 """

@@ -133,6 +133,34 @@ def test_a_short_training_run_beats_the_mean_image():
     assert 0 < history.mean("kl") < 100
 
 
+def test_train_step_is_the_loss_written_out_and_fit_repeats_it():
+    """train_step = forward, C·rec + KL, backward, Adam step; fit's first step is train_step."""
+    import copy
+
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    hand = A.VAE((1, 8, 8), 3, (16,))
+    lib = copy.deepcopy(hand)
+    opt_hand, opt_lib = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (hand, lib))
+    torch.manual_seed(1)
+    mu, logvar = hand.encode(x)
+    x_hat = hand.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
+    loss = (2.0 * ((x - x_hat) ** 2).flatten(1).sum(1) + A.kl_divergence(mu, logvar)).mean()
+    opt_hand.zero_grad()
+    loss.backward()
+    opt_hand.step()
+    torch.manual_seed(1)
+    logs = A.train_step(lib, opt_lib, x, C=2.0)
+    assert logs["loss"] == pytest.approx(loss.item(), abs=1e-5)
+    assert logs["loss"] == pytest.approx(2.0 * logs["rec"] + logs["kl"], rel=1e-6)
+    for a, b in zip(hand.parameters(), lib.parameters()):
+        torch.testing.assert_close(a, b)
+    ae = A.AutoEncoder((1, 8, 8), 3, (16,))
+    before = [p.clone() for p in ae.parameters()]
+    logs = A.train_step(ae, torch.optim.SGD(ae.parameters(), lr=0.1), x)
+    assert set(logs) == {"loss", "rec"} and any(not torch.equal(a, b) for a, b in zip(before, ae.parameters()))
+
+
 def test_fit_rejects_data_of_the_wrong_shape():
     with pytest.raises(ValueError, match="data must be a tensor of shape"):
         A.fit(A.VAE((1, 8, 8), 2), torch.zeros(10, 64), 1)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gen3d_course.checks import CheckFailure
-from gen3d_course.checks.deepsdf import check_clamped_l1, check_fit_code
+from gen3d_course.checks.deepsdf import check_autodecoder_step, check_clamped_l1, check_fit_code
 from gen3d_course.data.meshes import MeshShape
 from gen3d_course.data.samples import mesh_of
 from gen3d_course.data.shapes import make_shape
@@ -195,6 +195,81 @@ def test_checks_pass_on_the_reference_and_fail_on_mistakes():
         check_fit_code(unfrozen, steps=60)
     with pytest.raises(CheckFailure, match="shape \\(8,\\)"):
         check_fit_code(lambda decoder, points, sdf, **kw: torch.zeros(1, 8), steps=60)
+
+
+def _reference_step(model, optimizer, idx, points, sdf, delta=0.1, code_reg=1e-4):
+    return D.autodecoder_step(model, optimizer, idx, points, sdf, delta, code_reg)["loss"]
+
+
+def test_autodecoder_step_is_the_joint_update_written_out():
+    """One step: clamped L1 + λ·mean ||z_i||², backward into weights and codes, Adam step."""
+    import copy
+
+    torch.manual_seed(0)
+    hand = D.AutoDecoder(5, latent_dim=4, hidden=16)
+    lib = copy.deepcopy(hand)
+    idx, points = torch.tensor([3, 0]), torch.rand(2, 32, 3) - 0.5
+    sdf = points.norm(dim=-1) - 0.3
+    opt_hand, opt_lib = D.autodecoder_optimizer(hand, 1e-2, 5e-2), D.autodecoder_optimizer(lib, 1e-2, 5e-2)
+    codes = hand.codes(idx)
+    loss = D.clamped_l1(hand.decoder(codes, points), sdf, 0.1) + 0.3 * codes.pow(2).sum(1).mean()
+    opt_hand.zero_grad()
+    loss.backward()
+    opt_hand.step()
+    logs = D.autodecoder_step(lib, opt_lib, idx, points, sdf, 0.1, 0.3)
+    assert logs["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    assert logs["loss"] == pytest.approx(logs["sdf"] + logs["reg"], rel=1e-6)
+    for a, b in zip(hand.parameters(), lib.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_autodecoder_check_passes_the_reference_and_names_the_classic_slips():
+    assert check_autodecoder_step(D.autodecoder_optimizer, _reference_step)
+
+    def weights_only(model, lr, code_lr):
+        return torch.optim.Adam(model.decoder.parameters(), lr=lr)
+
+    with pytest.raises(CheckFailure, match="codes .* are not in the optimiser"):
+        check_autodecoder_step(weights_only, _reference_step)
+
+    def no_prior(model, optimizer, idx, points, sdf, delta, code_reg):
+        return _reference_step(model, optimizer, idx, points, sdf, delta, 0.0)
+
+    with pytest.raises(CheckFailure, match="no code prior"):
+        check_autodecoder_step(D.autodecoder_optimizer, no_prior)
+
+    def no_clamp(model, optimizer, idx, points, sdf, delta, code_reg):
+        return _reference_step(model, optimizer, idx, points, sdf, 10.0, code_reg)
+
+    with pytest.raises(CheckFailure, match="no clamp"):
+        check_autodecoder_step(D.autodecoder_optimizer, no_clamp)
+
+    def detached(model, optimizer, idx, points, sdf, delta, code_reg):
+        codes = model.codes(idx).detach()
+        loss = D.clamped_l1(model.decoder(codes, points), sdf, delta) + code_reg * codes.pow(2).sum(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    with pytest.raises(CheckFailure, match="codes did not move"):
+        check_autodecoder_step(D.autodecoder_optimizer, detached)
+
+    def no_zero_grad(model, optimizer, idx, points, sdf, delta, code_reg):
+        codes = model.codes(idx)
+        loss = D.clamped_l1(model.decoder(codes, points), sdf, delta) + code_reg * codes.pow(2).sum(1).mean()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    with pytest.raises(CheckFailure, match="zero_grad"):
+        check_autodecoder_step(D.autodecoder_optimizer, no_zero_grad)
+
+    def todo(*args, **kwargs):
+        raise NotImplementedError("write it")
+
+    with pytest.raises(CheckFailure, match="not implemented"):
+        check_autodecoder_step(todo, _reference_step)
 
 
 def test_train_cli_finds_deepsdf():

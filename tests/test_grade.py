@@ -10,7 +10,9 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import zipfile
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -30,6 +32,7 @@ from gen3d_course.grade.judge import Verdict
 from gen3d_course.grade.reference import targets, uses
 from gen3d_course.grade.wire import InvalidData, NotData, decode, encode, receive, send
 
+ROOT = Path(__file__).resolve().parents[1]
 UNIT = "07_toy.ipynb"
 MARKER = "HIDDEN-" + "SOURCE-7c1e"  # built at run time so no notebook spells it
 SQUARE = "def square(x):\n    return x * x"
@@ -269,7 +272,7 @@ def test_invalid_and_missing_notebooks_score_zero_with_the_reason(course):
 def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
     rows = table(course)
     assert statuses(rows, "edited") == {"q1": "edited", "q2": "edited", "q3": "edited",
-                                        "q1_large": "failed", NOTEBOOK_ROW: "tampered"}
+                                        "q1_large": "failed", NOTEBOOK_ROW: "edited"}
     assert {q: int(r["points"]) for (s, q), r in rows.items() if s == "edited"} == {
         "q1": 0, "q2": 1, "q3": 3, "q1_large": 0, NOTEBOOK_ROW: 0}  # q2 is worth 1, not 10
     assert rows["edited", "q1"]["message"].startswith(
@@ -278,7 +281,8 @@ def test_edited_checks_are_flagged_and_graded_with_the_released_cells(course):
     assert "check cell tags edited" in rows["edited", "q2"]["message"]
     assert "check cell deleted" in rows["edited", "q3"]["message"]
     notebook = rows["edited", NOTEBOOK_ROW]["message"]
-    assert "1 result line(s) not written by the grader were ignored" in notebook
+    # the results file is outside the sandbox: the forged line went to the sandbox's private /tmp
+    assert "not written by the grader" not in notebook, notebook
     assert "check cells differ from the released ones: q1, q2, q3" in notebook
 
 
@@ -330,7 +334,7 @@ def fake_run(nb, name, settings, station):
     return Run({i: dict(ok, cell=i) for i in range(len(nb.cells))}, True, False, 0, 0, 0.0, "")
 
 
-def all_passed(kernel, unit, checks, setup):
+def all_passed(kernel, unit, checks, setup, salt=None):
     return {c.id: Verdict("passed", "") for c in checks}
 
 
@@ -539,6 +543,11 @@ def test_plain_data_only_crosses_the_wire():
         assert torch.equal(torch.rand(3, generator=copy), torch.rand(3, generator=generator))
         with pytest.raises(NotData, match="a Linear is not plain data"):
             encode(torch.nn.Linear(2, 2), {})
+        # networks go to the kernel as references into a pickle; the grader never follows one
+        sent = []
+        assert encode([torch.nn.Linear(2, 2)], {}, objects=sent) == [{"$o": 0}] and len(sent) == 1
+        with pytest.raises(InvalidData, match="object reference"):
+            decode([{"$o": 0}], {})
         buffer = io.BytesIO()
         np.save(buffer, np.array([object()], dtype=object), allow_pickle=True)  # a pickle inside
         raw = io.BytesIO()
@@ -568,3 +577,163 @@ def test_unsafe_grades_the_same_way_without_a_sandbox(tmp_path):
     rows = {(r["student"], r["question"]): r for r in result.rows}
     assert rows["right", "q1"]["status"] == "passed" and rows["wrong", "q1"]["status"] == "failed"
     assert rows["wrong", "q1"]["message"] == "AssertionError: not the answer"
+
+
+def _judged(unit_name: str, qid: str, namespace: dict, salt: bytes | None = None, folder=None):
+    """One released check judged in this process against a harness answering from ``namespace``
+    over a socket pair (what the sandboxed kernel does in a real run)."""
+    from gen3d_course.grade.harness import answer
+    from gen3d_course.grade.judge import Kernel, judge
+
+    unit = load_unit((folder or ROOT / "assignments") / unit_name)
+    check = next(c for c in unit.checks if c.id == qid)
+    left, right = socket.socketpair()
+    with left, right:
+        kernel_side = threading.Thread(target=answer, args=(right, namespace))
+        kernel_side.start()
+        receive(left)  # the hello
+        verdict = judge(Kernel(left, 120, time.monotonic() + 300), unit, [check], [], salt)[qid]
+        send(left, {"op": "done"})
+        kernel_side.join()
+    return verdict
+
+
+def test_network_and_class_questions_are_judged_in_the_grader():
+    """The questions that take a network, an optimiser, a class or a library object (a field that
+    counts its queries) are judged here, on data."""
+    from gen3d_course.checks.atlasnet import _reference_forward
+    from gen3d_course.geometry.mise import mise_grid
+    from gen3d_course.models import deepsdf, gans, voxel_gan, wgan
+
+    class Generator(voxel_gan.VoxelGenerator):
+        def __init__(self, z_dim, channels):
+            super().__init__(z_dim, channels, output="transposed")
+
+    class Wider(Generator):
+        def __init__(self, z_dim, channels):
+            super().__init__(z_dim, channels)
+            self.extra = torch.nn.Linear(2, 2)
+
+    def replaces(critic, c=0.01):  # right values, but new Parameter objects
+        for m in critic.modules():
+            for k, p in list(m._parameters.items()):
+                m._parameters[k] = torch.nn.Parameter(p.detach().clamp(-c, c))
+
+    def nudges(G, D, opt_g, opt_d, real, z):
+        out = gans.gan_step(G, D, opt_g, opt_d, real, z)
+        with torch.no_grad():
+            next(G.parameters()).add_(1e-3)
+        return out
+
+    def stays_frozen(decoder, points, sdf, **kwargs):
+        for p in decoder.parameters():
+            p.requires_grad_(False)
+        return deepsdf.fit_code(decoder, points, sdf, **kwargs)
+
+    def field(field, points, directions, z_shape, z_app, density_noise=0.0, generator=None):
+        return field(points, directions, z_shape, z_app, density_noise, generator)
+
+    def mise(field, start_res, levels, level):
+        grid = mise_grid(field, start_res, levels, level)
+        return torch.from_numpy(grid.values), grid.queries
+
+    def dense(field, start_res, levels, level):  # right values, but the field is asked everywhere
+        values, queries = mise(field, start_res, levels, level)
+        field(torch.zeros(values.numel(), 3))
+        return values, queries
+
+    cases = [("02_gans", "q3", {"gan_step": gans.gan_step}, "passed"),
+             ("02_gans", "q3", {"gan_step": nudges}, "G.hidden.0.weight differs"),
+             ("03_wgan", "q2", {"clip_weights": wgan.clip_weights}, "passed"),
+             ("03_wgan", "q2", {"clip_weights": replaces}, "replaced the parameter"),
+             ("03_wgan", "q3", {"gradient_penalty": wgan.gradient_penalty}, "passed"),
+             ("03_wgan", "q3", {"gradient_penalty": lambda *a: wgan.gradient_penalty(*a).detach()},
+              "cannot be back-propagated"),
+             ("04_3dgan", "q2", {"Generator": Generator}, "passed"),
+             ("04_3dgan", "q2", {"Generator": Wider}, "17,569,671 parameters"),
+             ("04_3dgan", "q3", {"discriminator_update": voxel_gan.discriminator_update}, "passed"),
+             ("05_deepsdf", "q2", {"fit_code": deepsdf.fit_code}, "passed"),
+             ("05_deepsdf", "q2", {"fit_code": stays_frozen}, "left the decoder frozen"),
+             ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
+             ("07_occupancy_networks", "q3", {"mise_refine": mise}, "passed"),
+             ("07_occupancy_networks", "q3", {"mise_refine": dense}, "as many as the dense"),
+             ("09_graf", "q3", {"conditional_field": field}, "passed")]
+    for unit, qid, namespace, expected in cases:  # on inputs drawn afresh, as in a grading run
+        verdict = _judged(f"{unit}.ipynb", qid, namespace, salt=os.urandom(16))
+        got = verdict.status if expected == "passed" else verdict.message
+        assert expected in got, (unit, qid, verdict)
+        assert expected == "passed" or verdict.status == "failed", (unit, qid, verdict)
+
+
+FORK_ALLOCATORS = """import json, os, time
+statuses = []
+children = []
+for _ in range(6):  # 6 x 600 MiB written, 3.6 GiB in all, each far under the per-process cap
+    pid = os.fork()
+    if pid == 0:
+        try:
+            block = b'x' * (600 << 20)
+            time.sleep(3)
+        finally:
+            os._exit(0)
+    children.append(pid)
+for pid in children:
+    statuses.append(os.waitpid(pid, 0)[1])
+raise RuntimeError('STATUSES' + json.dumps(statuses))"""
+FORK_MANY = """import os, time
+started = 0
+try:
+    for _ in range(300):
+        if os.fork() == 0:
+            time.sleep(2)
+            os._exit(0)
+        started += 1
+except OSError:
+    pass
+raise RuntimeError(f'STARTED {started}')"""
+
+
+def test_one_memory_and_process_cap_for_the_whole_run(tmp_path):
+    """Where a control group can be made, every process of a run shares one memory cap and one
+    process-count cap: many allocators started by one notebook cannot add up past it."""
+    from gen3d_course.grade.run import Settings, run_nbval
+
+    if sandbox.problem():
+        pytest.skip(f"no sandbox: {sandbox.problem()} (make sandbox)")
+    probe = sandbox.Cgroup.create("gen3d-grade-probe", 2**30, 64)
+    if probe is None:
+        pytest.skip("no control group can be made here: only the per-process caps apply")
+    probe.remove()
+    cap = 1.5
+    settings = Settings(timeout=60, notebook_timeout=120, memory_gb=cap, processes=64,
+                        scratch=str(tmp_path))
+    run = run_nbval(new_notebook(cells=[code(FORK_ALLOCATORS)]), "10_mem.ipynb", settings)
+    assert run.peak is not None and run.peak <= cap * 2**30, run.peak
+    record = run.records[0]
+    assert not record["passed"], record
+    if "STATUSES" in record["error"]:  # the OOM killer took children (SIGKILL), not the kernel
+        statuses = json.loads(record["error"].split("STATUSES", 1)[1])
+        assert any(status & 0x7F == 9 for status in statuses), statuses
+    run = run_nbval(new_notebook(cells=[code(FORK_MANY)]), "10_many.ipynb", settings)
+    started = int(run.records[0]["error"].split("STARTED ")[1])
+    assert started < 64, started  # the kernel's own threads count too
+
+
+def test_checks_draw_fresh_inputs_in_each_grading_run(tmp_path):
+    """A table of answers memorised from the notebook's own (seeded) check passes that check, and
+    fails in the grader, which draws the inputs afresh from a per-run salt."""
+    nbformat.write(make_assignment(solution()), tmp_path / UNIT)
+    seen = []  # the inputs the notebook's check of square uses, drawn as check_function does
+    check_function = __import__("gen3d_course.checks", fromlist=["check_function"]).check_function
+    check_function(lambda x: seen.append(x.clone()) or x * x, lambda x: x ** 2,
+                   lambda g: (torch.randn(4, generator=g),), name="square")
+    table = {x.numpy().tobytes(): x * x for x in seen}
+
+    def square(x):
+        return table.get(x.numpy().tobytes(), torch.zeros_like(x))
+
+    assert _judged(UNIT, "q1", {"square": square}, folder=tmp_path).status == "passed"
+    fresh = _judged(UNIT, "q1", {"square": square}, salt=os.urandom(16), folder=tmp_path)
+    assert fresh.status == "failed" and "square: values differ" in fresh.message, fresh
+    assert _judged(UNIT, "q1", {"square": lambda x: x * x}, salt=os.urandom(16),
+                   folder=tmp_path).status == "passed"

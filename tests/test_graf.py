@@ -13,6 +13,7 @@ from gen3d_course.experiments import graf as experiments
 from gen3d_course.geometry.image_metrics import (foreground_fraction, laplacian_pyramid, pyramid_swd,
                                                  random_patches, sliced_wasserstein)
 from gen3d_course.models import graf
+from gen3d_course.models.gans import discriminator_loss
 from gen3d_course.render import cameras, patches
 from gen3d_course.render.encoding import positional_encoding
 
@@ -89,6 +90,22 @@ def test_generator_renders_patches_and_images_with_gradients():
     assert torch.allclose(G(z_s, z_a, c2w, uv, perturb=False), G.render(z_s, z_a, c2w)["images"], atol=1e-5)
 
 
+def test_object_field_rendered_by_the_one_renderer_equals_the_generator_render():
+    from gen3d_course.render.compose import compose_fields, place_field
+    from gen3d_course.render.rays import render_image
+
+    torch.manual_seed(0)
+    G = graf.Generator(graf.GRAFConfig(width=16, depth=2, n_samples=8))
+    z_s, z_a = G.sample_codes(1, torch.Generator().manual_seed(0))
+    c2w = G.poses.pose(30.0, 20.0)
+    field = G.object_field(z_s, z_a)
+    expected = G.render(z_s, z_a, c2w[None], 16)["images"][0].permute(1, 2, 0)
+    focal = G.cfg.focal * 16 / G.cfg.image_size
+    for f in (field, compose_fields([place_field(field)])):
+        assert torch.allclose(render_image(f, c2w, 16, 16, focal, n_samples=8)["rgb"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="one object"):
+        G.object_field(torch.zeros(2, G.cfg.z_shape), torch.zeros(2, G.cfg.z_app))
+
 def test_discriminator_and_r1():
     D = graf.PatchDiscriminator(16, base=8)
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
@@ -112,6 +129,31 @@ def test_min_scale_anneals_from_whole_image_to_final():
     assert graf.min_scale_at(0) == 1.0
     assert graf.min_scale_at(100, 0.5, 0.002) == pytest.approx(math.exp(-0.2))
     assert graf.min_scale_at(10_000, 0.5) == 0.5
+
+
+def test_adversarial_step_updates_d_then_g_and_only_d_learns_from_its_loss():
+    cfg = graf.GRAFConfig(width=16, depth=2, n_samples=4, disc_base=8, patch_size=8)
+    model = graf.GRAF.create(cfg, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(2, 3, 8, 8, generator=gen)
+    z_s, z_a = model.G.sample_codes(2, gen)
+    c2w, _ = model.G.poses.sample(2, gen)
+    uv = patches.patch_coordinates(torch.zeros(2, 2), torch.ones(2), 8, 32, 32)
+    d_alone = copy.deepcopy(model)  # the same D step without the G step that follows
+    G0 = copy.deepcopy(model.G)
+    out = graf.adversarial_step(model, real, z_s, z_a, c2w, uv, generator=torch.Generator().manual_seed(2))
+    assert set(out) == {"d_loss", "g_loss", "r1", "d_real", "d_fake"} and not real.requires_grad
+    fake = d_alone.G(z_s, z_a, c2w, uv, generator=torch.Generator().manual_seed(2)).detach()
+    x = real.clone().requires_grad_(True)
+    logits = d_alone.D(x)
+    loss_d = discriminator_loss(logits, d_alone.D(fake))
+    d_alone.opt_d.zero_grad()
+    (loss_d + 0.5 * graf.r1_penalty(x, logits)).backward()
+    d_alone.opt_d.step()
+    assert out["d_loss"] == pytest.approx(loss_d.item(), abs=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(model.D.parameters(), d_alone.D.parameters()))
+    assert all(p.requires_grad for p in model.D.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(model.G.parameters(), G0.parameters()))
 
 
 def test_short_adversarial_run_learns_the_background_and_a_blob():
@@ -177,6 +219,29 @@ def test_reprojection_error_is_zero_for_a_consistent_object_and_large_for_anothe
     assert same["visible"] > 0.3 and same["error"] < 0.03
     assert other["error"] > 2 * same["error"]
 
+
+
+def test_front_share_sees_the_near_half_and_the_hollow_reading_the_far_half():
+    from gen3d_course.data.shapes import make_shape
+    from gen3d_course.render.sphere_tracing import render_rgba
+
+    pose, focal = patches.PoseDistribution().pose(40, 25), cameras.focal_from_fov(32, 40)
+    r = {k: torch.from_numpy(v) for k, v in render_rgba(make_shape("chair", 0), (0.5, 0.5, 0.5), pose, 32, 32,
+                                                        focal).items()}
+    mask = r["alpha"] > 0.5
+    hollow = experiments.hollow_depth(r["depth"], pose, focal)
+    front = experiments.front_share(r["depth"], mask, pose, focal)
+    assert front > 0.6
+    assert experiments.front_share(hollow, mask, pose, focal) == pytest.approx(1 - front, abs=1e-6)
+    assert torch.allclose(experiments.hollow_depth(hollow, pose, focal), r["depth"], atol=1e-4)  # its own inverse
+
+
+def test_consistency_of_real_renders_is_far_below_its_shuffled_control():
+    out = experiments.real_consistency("chair", seeds=range(2), n_views=3)
+    assert out["visible"] > 0.3 and out["error"] < 0.3 * out["shuffled"]
+    assert out["front"] > 0.5 > out["front_hollow"]
+    with pytest.raises(ValueError, match="at least 2"):
+        experiments.real_consistency("chair", seeds=[0])
 
 # ------------------------------------------------------------------ checks fail on wrong answers
 def test_checks_fail_with_hints_on_classic_mistakes():

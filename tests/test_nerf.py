@@ -261,3 +261,33 @@ def test_checks_pass_on_the_references_and_explain_classic_mistakes():
 
     with pytest.raises(CheckFailure, match="not implemented"):
         checks.check_positional_encoding(unimplemented)
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (dict(normalise=False), "normalise the weights"),
+    (dict(interpolate=False), "linear interpolation"),
+    (dict(midpoints=False), "midpoints between coarse samples"),
+    (dict(merge=False), "sorted along each ray"),
+    (dict(floor=0.0), "add 1e-5"),
+])
+def test_hierarchical_samples_check_passes_the_reference_and_names_each_mistake(mistake, message):
+    from gen3d_course.checks import CheckFailure
+    from gen3d_course.checks import nerf as checks
+    from gen3d_course.checks.nerf import _hierarchical_variant
+    from gen3d_course.render.sampling import hierarchical_samples
+
+    assert checks.check_hierarchical_samples(lambda t, w, u: hierarchical_samples(t, w, u.shape[-1], u=u))
+    with pytest.raises(CheckFailure, match=message):
+        checks.check_hierarchical_samples(lambda t, w, u: _hierarchical_variant(t, w, u, **mistake))
+
+
+def test_a_field_without_direction_input_ignores_the_direction():
+    for field in (nerf.NeRF(width=16, depth=2, pos_freqs=2, dir_freqs=None),
+                  nerf.GridField(res=4, features=2, width=8, dir_freqs=None)):
+        points = torch.rand(5, 3) - 0.5
+        d1, d2 = torch.nn.functional.normalize(torch.randn(2, 5, 3), dim=-1)
+        (s1, c1), (s2, c2) = field(points, d1), field(points, d2)
+        assert torch.equal(s1, s2) and torch.equal(c1, c2)
+        assert "off" in repr(field.encode_d)
+    seeing = nerf.NeRF(width=16, depth=2, pos_freqs=2, dir_freqs=0)
+    assert not torch.equal(seeing(points, d1)[1], seeing(points, d2)[1])

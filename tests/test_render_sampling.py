@@ -54,3 +54,19 @@ def test_points_along_rays():
     p = points_along_rays(torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]),
                           torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     assert torch.allclose(p[1, 1], torch.tensor([0.0, 4.0, 0.0])) and p.shape == (2, 2, 3)
+
+
+def test_sample_pdf_inverts_given_uniforms():
+    edges = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    weights = torch.tensor([[0.25, 0.0, 0.75]])
+    u = torch.tensor([[0.125, 0.4, 0.625]])
+    t = sample_pdf(edges, weights, 3, u=u)  # F = (0, 0.25, 0.25, 1) up to the 1e-5 floor
+    assert torch.allclose(t, torch.tensor([[0.5, 2.2, 2.5]]), atol=1e-3)
+    drawn = torch.rand(2, 5, generator=torch.Generator().manual_seed(0)).sort(dim=1).values
+    t_coarse = torch.linspace(0.0, 1.0, 8).expand(2, 8)
+    w = torch.rand(2, 8, generator=torch.Generator().manual_seed(1))
+    t_all, t_fine = hierarchical_samples(t_coarse, w, 5, u=drawn)
+    assert t_fine.shape == (2, 5) and t_all.shape == (2, 13) and (t_all.diff(dim=1) >= 0).all()
+    assert torch.equal(hierarchical_samples(t_coarse, w, 5, u=drawn)[1], t_fine)  # no draw: repeatable
+    with pytest.raises(ValueError, match="u"):
+        sample_pdf(edges, weights, 4, u=u)

@@ -115,3 +115,15 @@ def test_sdf_and_occupancy_samples():
     assert np.array_equal(occ, shape.sdf(p2) < 0)
     again, _ = samples.sdf_samples(shape, 1000, seed=0)
     assert np.array_equal(points, again)
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_mesh_of_equals_the_dense_grid_mesh(category):
+    """mesh_of refines only near the surface; an exact distance makes that the dense mesh."""
+    from gen3d_course.geometry.extract import extract_mesh
+
+    for seed in (0, 11):
+        shape = make_shape(category, seed)
+        fast, dense = samples.mesh_of(shape, res=64), extract_mesh(shape.sdf, res=64)
+        assert np.array_equal(fast.faces, dense.faces)
+        assert np.allclose(fast.vertices, dense.vertices, atol=1e-6)

@@ -67,6 +67,21 @@ def test_loss_drops_in_a_short_fit_and_the_prior_learns_a_rule():
     assert ((sample[:, 1:] - sample[:, :-1]) % 6 == 1).float().mean() > 0.9
 
 
+def test_train_step_reads_shifted_tokens_clips_and_steps():
+    torch.manual_seed(0)
+    model = tr.CodeTransformer(SMALL).eval()
+    codes, start = torch.randint(0, 6, (4, 8)), model.start_tokens(torch.tensor([0, 1, 0, 1]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    expected = F.cross_entropy(model(torch.cat([start[:, None], codes[:, :-1]], 1)).transpose(1, 2), codes) / math.log(2)
+    bits = tr.train_step(model, opt, codes, start)
+    assert bits == pytest.approx(expected.item(), abs=1e-6)
+    moved = torch.cat([(p - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert 0 < moved.norm() <= 0.5 * 1.0 + 1e-5  # SGD moves by lr × the clipped gradient, norm ≤ 1
+    with pytest.raises(ValueError, match="codes have shape"):
+        tr.train_step(model, opt, codes[:, :5], start)
+
+
 def test_generate_keeps_the_prefix_and_checks_its_input():
     model = tr.CodeTransformer(SMALL).eval()
     prefix = torch.tensor([[1, 2, 3], [4, 5, 0]])

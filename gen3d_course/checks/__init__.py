@@ -13,6 +13,9 @@ else is passed as the only argument.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import hashlib
 import inspect
 import io
 import math
@@ -28,6 +31,50 @@ class CheckFailure(AssertionError):
     def _render_traceback_(self) -> list[str]:
         """IPython shows these lines instead of a traceback through the checker's internals."""
         return [f"{type(self).__name__}: {self}"]
+
+
+_salt: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("gen3d_check_salt", default=None)
+
+
+@contextlib.contextmanager
+def fresh_inputs(salt: bytes):
+    """Checks run inside draw inputs from ``salt`` too (the grader passes a fresh one per run, so a
+    table of memorised answers to the notebook's inputs fails); outside, seeds stay as written."""
+    token = _salt.set(salt)
+    try:
+        yield
+    finally:
+        _salt.reset(token)
+
+
+def seeded(seed: int) -> torch.Generator:
+    """The generator a check draws its inputs from: ``seed`` in a notebook, ``seed`` mixed with
+    the grading run's salt under :func:`fresh_inputs`."""
+    salt = _salt.get()
+    if salt is not None:
+        seed = int.from_bytes(hashlib.sha256(salt + seed.to_bytes(8, "little", signed=True)).digest()[:8],
+                              "little") >> 1
+    return torch.Generator().manual_seed(seed)
+
+
+def in_kernel(fn):
+    """Mark the part of a check that must hold the student's class or object itself (build it,
+    hook its layers) and returns only plain data: the facts the check then compares.
+
+    In a notebook it simply runs. Under ``gen3d-course grade`` the check runs in the grader,
+    where the student's class is only a stand-in: the stand-in runs this part in the student's
+    kernel and the facts come back as data (``gen3d_course.grade``; a class question registers
+    itself this way).
+    """
+    @functools.wraps(fn)
+    def run(student, *args, **kwargs):
+        elsewhere = getattr(type(student), "__gen3d_in_kernel__", None)
+        if elsewhere is not None:
+            return elsewhere(student, f"{fn.__module__}:{fn.__qualname__}", args, kwargs)
+        return fn(student, *args, **kwargs)
+
+    run.in_kernel = True
+    return run
 
 
 def _split(inputs) -> tuple[tuple, dict]:
@@ -219,12 +266,12 @@ def check_function(student_fn, reference_fn, make_inputs, *, name: str, trials: 
                    rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0) -> bool:
     """Check ``student_fn`` against ``reference_fn`` on ``trials`` random inputs.
 
-    ``make_inputs(generator)`` draws one input from a seeded ``torch.Generator``, so a failure
-    is reproducible. Both functions see their own copy of it, and the global torch RNG is reseeded
+    ``make_inputs(generator)`` draws one input from a seeded ``torch.Generator`` (:func:`seeded`:
+    fresh under the grader), so a failure is reproducible. Both functions see their own copy of it, and the global torch RNG is reseeded
     identically before each call (and restored afterwards), so stochastic functions such as a
     reparameterisation compare equal when they draw the same random numbers.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     for trial in range(1, trials + 1):
         inputs = make_inputs(generator)
         call_seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
@@ -283,7 +330,7 @@ def check_gradients_flow(fn, inputs, *, name: str) -> bool:
             "history). Avoid .detach(), .item(), .numpy(), torch.no_grad() and building new "
             "tensors with torch.tensor(...) on the way from the inputs to the output."
         )
-    weights = torch.Generator().manual_seed(0)
+    weights = seeded(0)
     grad_outputs = [torch.randn(t.shape, generator=weights, dtype=t.dtype).to(t.device) for t in connected]
     grads = torch.autograd.grad(connected, [t for _, t in leaves], grad_outputs, allow_unused=True)
     for (label, _), grad in zip(leaves, grads):

@@ -1,10 +1,14 @@
-"""Checks for unit 05 (DeepSDF): the clamped L1 loss and test-time code optimisation."""
+"""Checks for unit 05 (DeepSDF): the clamped L1 loss, the auto-decoder's joint update of codes and
+weights, and test-time code optimisation."""
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from . import CheckFailure, _call_student, check_function, check_gradients_flow
-from ..models.deepsdf import SDFDecoder, clamped_l1, code_objective, fit_code
+from ..models.deepsdf import (AutoDecoder, SDFDecoder, autodecoder_optimizer, autodecoder_step, clamped_l1,
+                              code_objective, code_regularization, fit_code)
 
 
 def _loss_inputs(generator: torch.Generator):
@@ -90,4 +94,97 @@ def check_fit_code(fn, *, steps: int = 150, lr: float = 2e-2) -> bool:
                 f"for the given steps and lr.\n  called as {call}")
         print(f"✔ fit_code (code_reg={code_reg}): J(z) = {got:.4f}, reference {reference:.4f}, "
               f"from {start:.4f} at z = 0; decoder untouched")
+    return True
+
+
+def _step_inputs():
+    """A small auto-decoder whose codes are far from 0 (so the prior matters) and SDF samples of
+    a sphere that straddle ±δ (so the clamp matters), for shapes 4, 1 and 2 of 6."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = AutoDecoder(6, latent_dim=8, hidden=32, layers=4)
+    with torch.no_grad():
+        model.codes.weight.copy_(torch.randn(6, 8, generator=generator))
+    idx = torch.tensor([4, 1, 2])
+    points = torch.rand(3, 64, 3, generator=generator) - 0.5
+    sdf = points.norm(dim=-1) - 0.3
+    return model, idx, points, sdf
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def check_autodecoder_step(make_optimizer, step_fn, *, lr: float = 1e-2, code_lr: float = 5e-2,
+                           code_reg: float = 0.05) -> bool:
+    """``make_optimizer(model, lr, code_lr)`` must return Adam over the decoder's weights (lr) and
+    the codes (code_lr); ``step_fn(model, optimizer, idx, points, sdf, delta, code_reg)`` must take
+    one joint step on clamped L1 + code_reg·mean ||z_i||² and return that loss, as the library's
+    :func:`~gen3d_course.models.deepsdf.autodecoder_step` does (two steps in a row, compared)."""
+    model, idx, points, sdf = _step_inputs()
+    call = f"make_optimizer(model, lr={lr}, code_lr={code_lr})"
+    optimizer = _call_student(make_optimizer, (model,), {"lr": lr, "code_lr": code_lr},
+                              name="make_optimizer", call=call)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise CheckFailure(f"make_optimizer should return a torch optimiser (torch.optim.Adam), got "
+                           f"{type(optimizer).__name__}.\n  called as {call}")
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    if id(model.codes.weight) not in rates:
+        raise CheckFailure(
+            "make_optimizer: the codes (model.codes.parameters()) are not in the optimiser, so they "
+            "would never move. An auto-decoder has no encoder: its codes are parameters, learned by "
+            "the same optimiser as the weights (a second parameter group with lr=code_lr).")
+    missing = [n for n, p in model.decoder.named_parameters() if id(p) not in rates]
+    if missing:
+        raise CheckFailure(f"make_optimizer: the decoder's parameters {', '.join(missing[:3])}... are "
+                           "not in the optimiser; pass model.decoder.parameters() as one group.")
+    if rates[id(model.codes.weight)] != code_lr or any(
+            rates[id(p)] != lr for p in model.decoder.parameters()):
+        raise CheckFailure(f"make_optimizer: the decoder's group should have lr={lr} and the codes' "
+                           f"group lr={code_lr} (two parameter groups: "
+                           "[{'params': ..., 'lr': lr}, {'params': ..., 'lr': code_lr}]).")
+    if not isinstance(optimizer, torch.optim.Adam):
+        raise CheckFailure(f"make_optimizer: use torch.optim.Adam (got {type(optimizer).__name__}).")
+    print("✔ make_optimizer: Adam over the decoder's weights (lr) and the codes (code_lr)")
+
+    model, idx, points, sdf = _step_inputs()
+    student, reference = copy.deepcopy(model), copy.deepcopy(model)
+    opt_student = autodecoder_optimizer(student, lr, code_lr)
+    opt_reference = autodecoder_optimizer(reference, lr, code_lr)
+    call = (f"autodecoder_step(model, optimizer, idx={idx.tolist()}, points=Tensor(3, 64, 3), "
+            f"sdf=Tensor(3, 64), delta=0.1, code_reg={code_reg})")
+    for attempt in ("first", "second"):
+        with torch.no_grad():
+            codes = reference.codes(idx)
+            pred = reference.decoder(codes, points)
+            reg = float(code_regularization(codes, code_reg))
+            variants = {"no code prior (the code_reg·||z||² term is missing)": float(clamped_l1(pred, sdf, 0.1)),
+                        "no clamp (plain L1 instead of the clamped one)": float((pred - sdf).abs().mean()) + reg,
+                        "the prior summed over the batch instead of averaged": float(clamped_l1(pred, sdf, 0.1))
+                        + code_reg * float(codes.pow(2).sum())}
+        got = _call_student(step_fn, (student, opt_student, idx.clone(), points.clone(), sdf.clone()),
+                            {"delta": 0.1, "code_reg": code_reg}, name="autodecoder_step", call=call)
+        expected = autodecoder_step(reference, opt_reference, idx, points, sdf, 0.1, code_reg)["loss"]
+        try:
+            got = float(got.detach() if isinstance(got, torch.Tensor) else got)
+        except (TypeError, ValueError):
+            raise CheckFailure(f"autodecoder_step should return the loss (a number or a 0-d tensor), got "
+                               f"{type(got).__name__}.\n  called as {call}") from None
+        if abs(got - expected) > 1e-4 * max(1.0, abs(expected)):
+            hint = next((f" It matches {name}." for name, v in variants.items()
+                         if abs(got - v) <= 1e-4 * max(1.0, abs(v))), "")
+            raise CheckFailure(f"autodecoder_step ({attempt} call): the loss is {got:.6g}, the reference "
+                               f"clamped L1 + code_reg·mean_i ||z_i||² is {expected:.6g}.{hint}\n  called as {call}")
+        if torch.allclose(student.codes.weight, model.codes.weight):
+            raise CheckFailure(
+                "autodecoder_step: the codes did not move. Take them as model.codes(idx) inside the step "
+                "(not detached, not under torch.no_grad()), so that backward reaches the code table.")
+        if not _same_weights(student.decoder, reference.decoder) or not torch.allclose(
+                student.codes.weight, reference.codes.weight, atol=1e-6):
+            raise CheckFailure(
+                f"autodecoder_step ({attempt} call): the loss is right but the weights or codes after the "
+                "step differ from the reference. Call optimizer.zero_grad() before loss.backward() (or "
+                "gradients pile up from the previous step), then optimizer.step() once.")
+    print(f"✔ autodecoder_step: loss {expected:.4f} and the updated weights and codes match the reference "
+          "over two steps")
     return True

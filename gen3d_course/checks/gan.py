@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..models import gans, wgan
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, check_function, check_gradients_flow, seeded
 
 __all__ = [
     "check_discriminator_loss", "check_generator_loss", "check_gan_step", "check_critic_loss",
@@ -51,7 +51,7 @@ def check_discriminator_loss(fn) -> bool:
     _confident(fn, gans.discriminator_loss,
                lambda g: (torch.tensor([40.0, -3.0, -120.0]), torch.tensor([-150.0, 2.0, 120.0])),
                "discriminator_loss")
-    return check_gradients_flow(fn, _logit_pair(torch.Generator().manual_seed(3)),
+    return check_gradients_flow(fn, _logit_pair(seeded(3)),
                                 name="discriminator_loss")
 
 
@@ -84,7 +84,7 @@ def check_generator_loss(fn) -> bool:
 
 
 def _toy_pair(seed: int):
-    torch.manual_seed(seed)
+    torch.manual_seed(seeded(seed).initial_seed())
     G = gans.ToyGenerator(latent_dim=2, out_dim=2, hidden=16, depth=2)
     D = gans.ToyDiscriminator(in_dim=2, hidden=16, depth=2)
     return G, D
@@ -124,7 +124,7 @@ def check_gan_step(fn) -> bool:
     """
     call = "gan_step(G, D, opt_g, opt_d, real, z)"
     for trial in range(3):
-        g = torch.Generator().manual_seed(100 + trial)
+        g = seeded(100 + trial)
         (G_ref, D_ref), (G_st, D_st) = _toy_pair(trial), _toy_pair(trial)
         opts_ref = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (G_ref, D_ref)]
         opts_st = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (G_st, D_st)]
@@ -156,13 +156,13 @@ def check_gan_step(fn) -> bool:
 def check_critic_loss(fn) -> bool:
     """``fn(real_scores, fake_scores)`` = E[f(G(z))] - E[f(x)] (to minimise)."""
     check_function(fn, wgan.critic_loss, _logit_pair, name="critic_loss")
-    return check_gradients_flow(fn, _logit_pair(torch.Generator().manual_seed(4)), name="critic_loss")
+    return check_gradients_flow(fn, _logit_pair(seeded(4)), name="critic_loss")
 
 
 def check_clip_weights(fn) -> bool:
     """``fn(critic, c)`` clamps every parameter (weights *and* biases) to [-c, c] in place."""
     for trial, c in enumerate((0.01, 0.05, 0.3)):
-        torch.manual_seed(trial)
+        torch.manual_seed(seeded(trial).initial_seed())
         critic = gans.ToyDiscriminator(in_dim=2, hidden=8, depth=2)
         with torch.no_grad():
             for p in critic.parameters():
@@ -195,8 +195,8 @@ def check_gradient_penalty(fn) -> bool:
     gradient as from the reference (which needs ``create_graph=True``).
     """
     for trial in range(4):
-        g = torch.Generator().manual_seed(200 + trial)
-        torch.manual_seed(trial)
+        g = seeded(200 + trial)
+        torch.manual_seed(seeded(trial).initial_seed())
         critic = gans.ToyDiscriminator(in_dim=2, hidden=16, depth=2)
         n = int(torch.randint(4, 20, (), generator=g))
         real, fake = 2 * torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)

@@ -1,4 +1,5 @@
-"""Checks for unit 08 (NeRF): rays, compositing weights, volume rendering, positional encoding.
+"""Checks for unit 08 (NeRF): rays, compositing weights, volume rendering, positional encoding,
+hierarchical (inverse-transform) sampling.
 
 Each compares the student's function with the library's reference on random inputs; when the
 values are wrong but match a classic mistake (a flipped axis, no pixel-centre offset, an
@@ -14,11 +15,12 @@ import torch
 
 from ..render.cameras import look_at, pixel_rays
 from ..render.encoding import positional_encoding as reference_encoding
+from ..render.sampling import hierarchical_samples as reference_hierarchical
 from ..render.volume import volume_render
 from . import CheckFailure, check_function, check_gradients_flow
 
 __all__ = ["check_get_rays", "check_compositing_weights", "check_render_ray_colors",
-           "check_positional_encoding"]
+           "check_positional_encoding", "check_hierarchical_samples"]
 
 
 def _with_hint(run, hints):
@@ -245,5 +247,83 @@ def check_positional_encoding(positional_encoding) -> bool:
         (lambda: student().shape[-1] == 8, "keep the raw input x as the first D features."),
         (lambda: torch.allclose(student(), variant(interleave=True), atol=1e-5),
          "order: for each k, all D sines, then all D cosines (blocks, not interleaved per coordinate)."),
+    ]
+    return _with_hint(run, hints)
+
+
+# ---------------------------------------------------------------- q5: hierarchical sampling
+def _hierarchical_inputs(generator: torch.Generator):
+    """Coarse depths (R, S) sorted, weights (R, S) with one all-zero ray, sorted uniforms (R, n)."""
+    rays = int(torch.randint(3, 7, (), generator=generator))
+    samples = int(torch.randint(4, 12, (), generator=generator))
+    n_fine = int(torch.randint(3, 10, (), generator=generator))
+    t_coarse = torch.sort(0.5 + 2.0 * torch.rand(rays, samples, generator=generator), dim=1).values
+    weights = torch.rand(rays, samples, generator=generator) ** 3
+    weights[torch.rand(rays, samples, generator=generator) < 0.4] = 0.0
+    weights[0] = 0.0  # a ray that saw nothing: its samples spread over the whole interval
+    u = torch.sort(torch.rand(rays, n_fine, generator=generator), dim=1).values
+    return t_coarse, weights, u
+
+
+def _reference_hierarchical(t_coarse, weights, u):
+    return reference_hierarchical(t_coarse, weights, u.shape[-1], u=u)
+
+
+def _hierarchical_variant(t_coarse, weights, u, *, normalise=True, floor=1e-5, interpolate=True,
+                          midpoints=True, merge=True):
+    """The reference written out, with one classic mistake switched on (for the hints)."""
+    if midpoints:
+        mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
+        edges = torch.cat([t_coarse[:, :1], mids, t_coarse[:, -1:]], dim=1)
+    else:  # the coarse samples as edges: S − 1 bins, the last weight dropped
+        edges, weights = t_coarse, weights[:, :-1]
+    pdf = weights + floor
+    if normalise:
+        pdf = pdf / pdf.sum(dim=1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=1)], dim=1)
+    above = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True).clamp(1, cdf.shape[1] - 1)
+    below = above - 1
+    lo, hi = cdf.gather(1, below), cdf.gather(1, above)
+    t_fine = edges.gather(1, below)
+    if interpolate:
+        t_fine = t_fine + (u - lo) / (hi - lo) * (edges.gather(1, above) - t_fine)
+    t_all = torch.cat([t_coarse, t_fine], dim=1)
+    return (torch.sort(t_all, dim=1).values if merge else t_all), t_fine
+
+
+def check_hierarchical_samples(hierarchical_samples) -> bool:
+    """``hierarchical_samples(t_coarse (R, S), weights (R, S), u (R, n)) -> (t_all (R, S + n), t_fine (R, n))``."""
+    def run():
+        return check_function(hierarchical_samples, _reference_hierarchical, _hierarchical_inputs,
+                              name="hierarchical_samples", trials=6, atol=1e-4)
+
+    t_coarse, weights, u = _hierarchical_inputs(torch.Generator().manual_seed(6))
+
+    def student():
+        return hierarchical_samples(t_coarse.clone(), weights.clone(), u.clone())
+
+    def matches(part, **variant):
+        def probe():
+            mine, wrong = student()[part], _hierarchical_variant(t_coarse, weights, u, **variant)[part]
+            return mine.shape == wrong.shape and torch.allclose(mine[1:], wrong[1:], atol=1e-4)
+        return probe
+
+    def only_empty_ray_wrong():
+        mine, right = student()[1], _reference_hierarchical(t_coarse, weights, u)[1]
+        return (torch.allclose(mine[1:], right[1:], atol=1e-4)
+                and not torch.allclose(mine[:1], right[:1], atol=1e-4))
+
+    hints = [
+        (matches(1, normalise=False), "normalise the weights into a pdf (divide by their sum) before "
+                                      "the cumulative sum: the CDF must end at 1, where u does."),
+        (matches(1, interpolate=False), "inside its bin, place the sample by linear interpolation: "
+                                        "t = e_k + (u − F_k) / (F_{k+1} − F_k) · (e_{k+1} − e_k), "
+                                        "not at the bin's left edge."),
+        (matches(1, midpoints=False), "the bins' edges are the midpoints between coarse samples, with the "
+                                      "first and last samples at the ends: S + 1 edges for S weights."),
+        (matches(0, merge=False), "t_all is the coarse and fine depths together, sorted along each ray "
+                                  "(torch.sort(torch.cat(...), dim=-1).values): compositing needs them in order."),
+        (only_empty_ray_wrong, "a ray whose weights are all zero has no pdf: add 1e-5 to every weight "
+                               "before normalising (its samples then spread evenly over the interval)."),
     ]
     return _with_hint(run, hints)

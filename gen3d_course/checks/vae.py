@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..models import autoencoders as ref
-from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, _mistake_hint, check_function, check_gradients_flow, seeded
 
 __all__ = ["check_kl_divergence", "check_reparameterize", "check_vae_loss"]
 
@@ -29,7 +29,7 @@ def _gaussian_inputs(generator: torch.Generator, batch=None, dim=None):
 def check_kl_divergence(kl_divergence) -> bool:
     """``kl_divergence(mu, logvar)`` -> (B,): ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²), σ² = exp(logvar)."""
     name = "kl_divergence"
-    mu, logvar = _gaussian_inputs(torch.Generator().manual_seed(1), batch=4, dim=3)
+    mu, logvar = _gaussian_inputs(seeded(1), batch=4, dim=3)
     got = _call_student(kl_divergence, (mu.clone(), logvar.clone()), {}, name=name,
                         call=f"{name}(mu=Tensor(4, 3), logvar=Tensor(4, 3))")
     terms = mu.pow(2) + logvar.exp() - 1 - logvar
@@ -62,7 +62,7 @@ def check_reparameterize(reparameterize, n: int = 20000) -> bool:
     (3) gradients reaching both ``mu`` and ``logvar``, (4) fresh noise on every call.
     """
     name = "reparameterize"
-    generator = torch.Generator().manual_seed(2)
+    generator = seeded(2)
     mu = torch.tensor([[-1.5, 0.0, 2.0, 0.5]])
     logvar = torch.tensor([[-3.0, 0.0, 1.0, -1.0]])
     call = f"{name}(mu=Tensor({n}, 4), logvar=Tensor({n}, 4))"
@@ -137,7 +137,7 @@ def _loss_inputs(generator: torch.Generator):
 def check_vae_loss(vae_loss) -> bool:
     """``vae_loss(x, x_hat, mu, logvar, C)`` -> scalar: batch mean of C·||x − x̂||² + KL."""
     name = "vae_loss"
-    x, x_hat, mu, logvar, C = _loss_inputs(torch.Generator().manual_seed(3))
+    x, x_hat, mu, logvar, C = _loss_inputs(seeded(3))
     got = _call_student(vae_loss, (x, x_hat, mu, logvar, C), {}, name=name,
                         call=f"{name}(x=Tensor{tuple(x.shape)}, ..., C={C:.3g})")
     sse = (x - x_hat).pow(2).flatten(1).sum(1)

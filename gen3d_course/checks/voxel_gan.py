@@ -13,7 +13,7 @@ import copy
 import torch
 
 from ..models import voxel_gan as ref
-from . import CheckFailure, _call_student, check_function, check_gradients_flow
+from . import CheckFailure, _call_student, check_function, check_gradients_flow, in_kernel, seeded
 
 __all__ = ["check_conv_output_size", "check_generator", "check_discriminator_update",
            "check_vae_gan_loss"]
@@ -54,6 +54,29 @@ def check_conv_output_size(conv_output_size) -> bool:
 _GENERATOR_CASES = ((200, (512, 256, 128, 64)), (16, (32, 16)), (8, (16, 8, 4)))
 
 
+@in_kernel
+def _generator_facts(Generator, z_dim: int, channels: tuple, z: torch.Tensor | None) -> dict:
+    """What ``Generator(z_dim, channels)`` is, as plain data: its type, parameter count, and on
+    ``z`` its leaf layers (name, type, output shape) and its eval-mode output."""
+    call = f"Generator(z_dim={z_dim}, channels={channels})"
+    model = _call_student(Generator, (z_dim, channels), {}, name="Generator", call=call)
+    if not isinstance(model, torch.nn.Module):
+        return {"type": type(model).__name__}
+    facts = {"type": "Module", "params": sum(p.numel() for p in model.parameters())}
+    if z is None:
+        return facts
+    try:
+        facts["layers"] = [[name, kind, list(shape)] for name, kind, shape in ref.layer_shapes(model, z.clone())]
+    except Exception as exc:  # the student's forward pass
+        facts["error"] = f"{type(exc).__name__}: {exc}"
+        return facts
+    model.eval()
+    with torch.no_grad():
+        out = model(z)
+    facts["out"] = out if isinstance(out, torch.Tensor) else type(out).__name__
+    return facts
+
+
 def check_generator(Generator) -> bool:
     """``Generator(z_dim, channels)`` built like the paper's: every leaf layer's type and output
     shape must match :class:`gen3d_course.models.voxel_gan.VoxelGenerator` (transposed output).
@@ -65,41 +88,36 @@ def check_generator(Generator) -> bool:
     name = "Generator"
     for z_dim, channels in _GENERATOR_CASES:
         call = f"Generator(z_dim={z_dim}, channels={channels})"
-        model = _call_student(Generator, (z_dim, channels), {}, name=name, call=call)
-        if not isinstance(model, torch.nn.Module):
-            raise CheckFailure(f"{call} returned {type(model).__name__}; expected an nn.Module.")
+        z = None if z_dim == 200 else torch.randn(2, z_dim, generator=seeded(z_dim))
+        got = _generator_facts(Generator, z_dim, channels, z)
+        if got["type"] != "Module":
+            raise CheckFailure(f"{call} returned {got['type']}; expected an nn.Module.")
         reference = ref.VoxelGenerator(z_dim, channels, output="transposed")
         n_ref = sum(p.numel() for p in reference.parameters())
-        n_got = sum(p.numel() for p in model.parameters())
-        if n_got != n_ref:
+        if got["params"] != n_ref:
             raise CheckFailure(
-                f"{call} has {n_got:,} parameters; the reference has {n_ref:,}. Check the kernel size "
+                f"{call} has {got['params']:,} parameters; the reference has {n_ref:,}. Check the kernel size "
                 "(4x4x4 everywhere), bias=False before batch norm, and one batch norm per hidden layer.")
-        if z_dim == 200:
+        if z is None:
             continue
-        z = torch.randn(2, z_dim, generator=torch.Generator().manual_seed(z_dim))
         expected = ref.layer_shapes(reference, z)
-        try:
-            got = ref.layer_shapes(model, z.clone())
-        except Exception as exc:  # the student's forward pass
-            raise CheckFailure(f"{call}: the forward pass on z of shape (2, {z_dim}) raised "
-                               f"{type(exc).__name__}: {exc}") from None
-        for i, (want, have) in enumerate(zip(expected, got)):
+        if "error" in got:
+            raise CheckFailure(f"{call}: the forward pass on z of shape (2, {z_dim}) raised {got['error']}")
+        layers = [(n, t, tuple(s)) for n, t, s in got["layers"]]
+        for i, (want, have) in enumerate(zip(expected, layers)):
             if want[1:] != have[1:]:
                 raise CheckFailure(
                     f"{call}, layer {i} ({have[0] or 'the model'}): expected a {want[1]} with output "
                     f"shape {want[2]}, got a {have[1]} with output shape {have[2]}.\n  the reference's "
                     "layers: " + ", ".join(f"{t}{s[1:]}" for _, t, s in expected))
-        if len(got) != len(expected):
-            raise CheckFailure(f"{call}: {len(got)} layers ran, the reference has {len(expected)}: "
+        if len(layers) != len(expected):
+            raise CheckFailure(f"{call}: {len(layers)} layers ran, the reference has {len(expected)}: "
                                + ", ".join(f"{t}{s[1:]}" for _, t, s in expected))
-        model.eval()
-        with torch.no_grad():
-            out = model(z)
+        out = got["out"]
         r = ref.resolution_of(channels)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1, r, r, r):
             raise CheckFailure(f"{call}(z) should return a (2, 1, {r}, {r}, {r}) tensor of occupancy "
-                               f"probabilities, got {getattr(out, 'shape', type(out).__name__)}.")
+                               f"probabilities, got {getattr(out, 'shape', out)}.")
         if not ((out >= 0) & (out <= 1)).all():
             raise CheckFailure(f"{call}: outputs must be probabilities in [0, 1] (end with a sigmoid).")
     print(f"✔ {name}: layer types and output shapes match the reference at every layer "
@@ -113,9 +131,9 @@ def check_generator(Generator) -> bool:
 
 
 def _d_case(seed: int, last_accuracy: float, threshold: float):
-    torch.manual_seed(seed)
+    torch.manual_seed(seeded(seed).initial_seed())
     D = ref.VoxelDiscriminator(channels=(8, 4))
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     real = (torch.rand(6, 1, 16, 16, 16, generator=g) > 0.7).float()
     fake = torch.rand(6, 1, 16, 16, 16, generator=g)
     return D, real, fake, last_accuracy, threshold
@@ -189,7 +207,7 @@ def check_vae_gan_loss(vae_gan_loss) -> bool:
     outputs it depends on."""
     name = "vae_gan_loss"
     check_function(vae_gan_loss, ref.vae_gan_loss, _vae_gan_inputs, name=name, trials=6)
-    args = list(_vae_gan_inputs(torch.Generator().manual_seed(7)))
+    args = list(_vae_gan_inputs(seeded(7)))
     for i in range(4):
         args[i] = args[i].requires_grad_()
     check_gradients_flow(lambda fake_logits, mu, logvar, recon: vae_gan_loss(

@@ -65,41 +65,83 @@ def reprojection_error(rgb_a, depth_a, mask_a, c2w_a, rgb_b, depth_b, mask_b, c2
     return {"error": float(error), "visible": float(visible.float().mean())}
 
 
-def _pair_errors(views: list, poses, focal: float) -> dict:
-    """Mean reprojection error of view k into view k + 1 (renders as dicts of tensors)."""
-    errors, visible = [], []
-    for k in range(len(views) - 1):
-        a, b = views[k], views[k + 1]
-        out = reprojection_error(a["rgb"], a["depth"], a["mask"], poses[k], b["rgb"], b["depth"], b["mask"],
-                                 poses[k + 1], focal)
-        if out["visible"] > 0:
-            errors.append(out["error"])
-            visible.append(out["visible"])
+def front_share(depth, mask, c2w, focal: float) -> float:
+    """Share of an object's pixels whose surface point lies on the camera's side of the object's
+    centre (the origin): (p − 0)·(eye − 0) > 0 with p = o + t·d from the rendered depth.
+
+    An opaque object seen from outside shows its near half, so the share is well above 1/2; a
+    hollow-face solution (the depth inverted, the surface pushed behind the centre) shows its far
+    half, below 1/2, even though its image at this view can be the same."""
+    H, W = depth.shape
+    origins, dirs = pixel_rays(c2w, W, H, focal)
+    p = (origins + depth[..., None] * dirs)[mask]
+    return float(((p @ c2w[:3, 3]) > 0).float().mean()) if len(p) else float("nan")
+
+
+def hollow_depth(depth, c2w, focal: float) -> torch.Tensor:
+    """The hollow-face reading of a depth map: the relief inverted through the plane n·x = 0 that
+    faces the camera through the object's centre (n = eye/‖eye‖). Along each ray the plane sits at
+    t_0 = −(o·n)/(d·n) and the surface moves to t' = 2·t_0 − t, so every point's signed distance to
+    the plane flips (p'·n = −p·n): near parts become far, the relief that, lit and seen from the
+    front, can give the same image."""
+    H, W = depth.shape
+    origins, dirs = pixel_rays(c2w, W, H, focal)
+    n = F.normalize(c2w[:3, 3], dim=0)
+    return 2 * -(origins @ n) / (dirs @ n) - depth
+
+
+def _consistency(objects: list, poses, focal: float) -> dict:
+    """Reprojection error of view k into view k + 1 for each object's list of renders (dicts of
+    "rgb", "depth", "mask"), and the same with the colours of view k + 1 taken from the next
+    object (the shuffled control: the same pixels and correspondences, an unrelated image: what
+    the error is when the two views do not show one object); the same images re-projected through
+    their ``hollow_depth`` (do the views agree under the inverted relief?); the mean ``front_share``
+    of the rendered and of the hollow depth."""
+    errors, shuffled, hollow, visible, front, front_hollow = [], [], [], [], [], []
+    for i, views in enumerate(objects):
+        other = objects[(i + 1) % len(objects)]
+        for k in range(len(views) - 1):
+            a, b = views[k], views[k + 1]
+            front.append(front_share(a["depth"], a["mask"], poses[k], focal))
+            front_hollow.append(front_share(hollow_depth(a["depth"], poses[k], focal), a["mask"], poses[k], focal))
+            same = reprojection_error(a["rgb"], a["depth"], a["mask"], poses[k], b["rgb"], b["depth"], b["mask"],
+                                      poses[k + 1], focal)
+            if same["visible"] > 0:
+                control = reprojection_error(a["rgb"], a["depth"], a["mask"], poses[k], other[k + 1]["rgb"],
+                                             b["depth"], b["mask"], poses[k + 1], focal)
+                inverted = reprojection_error(a["rgb"], hollow_depth(a["depth"], poses[k], focal), a["mask"], poses[k],
+                                              b["rgb"], hollow_depth(b["depth"], poses[k + 1], focal), b["mask"],
+                                              poses[k + 1], focal)
+                errors.append(same["error"])
+                shuffled.append(control["error"])
+                hollow.append(inverted["error"])
+                visible.append(same["visible"])
     return {"error": float(np.mean(errors)) if errors else float("nan"),
-            "visible": float(np.mean(visible)) if visible else 0.0}
+            "shuffled": float(np.mean(shuffled)) if shuffled else float("nan"),
+            "hollow": float(np.nanmean(hollow)) if hollow else float("nan"),
+            "visible": float(np.mean(visible)) if visible else 0.0,
+            "front": float(np.nanmean(front)), "front_hollow": float(np.nanmean(front_hollow))}
+
+
+def _orbit_angles(step_deg: float, n_views: int, elevation: float) -> torch.Tensor:
+    return torch.stack([torch.arange(n_views) * step_deg, torch.full((n_views,), float(elevation))], 1)
 
 
 def generated_consistency(G: Generator, z_shape, z_app, step_deg: float = 30.0, n_views: int = 6,
-                          elevation: float = 25.0, size: int | None = None, swap_every: bool = False) -> dict:
-    """Reprojection error between neighbouring views (``step_deg`` apart) of generated objects.
-
-    ``z_shape``/``z_app`` (n, ·): n objects. ``swap_every=True`` renders every second view with
-    the *next* object's codes — a stand-in for a generator whose content drifts with the view
-    (HoloGAN's failure), which the measure must flag.
-    """
+                          elevation: float = 25.0, size: int | None = None) -> dict:
+    """Reprojection error between neighbouring views (``step_deg`` apart) of generated objects
+    (codes (n, ·), n ≥ 2), with the shuffled control and the front share (see ``_consistency``)."""
+    if len(z_shape) < 2:
+        raise ValueError("generated_consistency: the shuffled control needs at least 2 objects.")
     size = G.cfg.image_size if size is None else size
     focal = G.cfg.focal * size / G.cfg.image_size
-    angles = torch.stack([torch.arange(n_views) * step_deg, torch.full((n_views,), float(elevation))], 1)
-    poses = G.poses.poses(angles)
-    errors = []
+    poses = G.poses.poses(_orbit_angles(step_deg, n_views, elevation))
+    objects = []
     for i in range(len(z_shape)):
-        j = [(i + (k % 2 if swap_every else 0)) % len(z_shape) for k in range(n_views)]
-        out = G.render(z_shape[j], z_app[j], poses, size)
-        views = [{"rgb": out["images"][k], "depth": out["depth"][k], "mask": out["acc"][k] > 0.5}
-                 for k in range(n_views)]
-        errors.append(_pair_errors(views, poses, focal))
-    return {"error": float(np.nanmean([e["error"] for e in errors])),
-            "visible": float(np.mean([e["visible"] for e in errors]))}
+        out = G.render(z_shape[[i] * n_views], z_app[[i] * n_views], poses, size)
+        objects.append([{"rgb": out["images"][k], "depth": out["depth"][k], "mask": out["acc"][k] > 0.5}
+                        for k in range(n_views)])
+    return _consistency(objects, poses, focal)
 
 
 @torch.no_grad()
@@ -131,15 +173,16 @@ def view_dependence(G: Generator, z_shape, z_app, step_deg: float = 30.0, elevat
 def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 30.0, n_views: int = 6,
                      elevation: float = 25.0, size: int = 32, poses: PoseDistribution | None = None,
                      fov_deg: float = 40.0) -> dict:
-    """The same measure on exact sphere-traced renders of real shapes (one colour each): the floor
+    """The same measures on exact sphere-traced renders of real shapes (one colour each): the floor
     that resampling a 32×32 image sets for a perfectly consistent object."""
     poses = GRAFConfig().poses if poses is None else poses
     focal = float(focal_from_fov(size, fov_deg))
-    angles = [(k * step_deg, elevation) for k in range(n_views)]
-    c2w = poses.poses(angles)
-    colors = random_colors(len(list(seeds)), seed=99)
-    errors = []
-    for colour, seed in zip(colors, seeds):
+    c2w = poses.poses(_orbit_angles(step_deg, n_views, elevation))
+    seeds = list(seeds)
+    if len(seeds) < 2:
+        raise ValueError("real_consistency: the shuffled control needs at least 2 shapes.")
+    objects = []
+    for colour, seed in zip(random_colors(len(seeds), seed=99), seeds):
         views = []
         for pose in c2w:
             r = render_rgba(make_shape(category, seed), colour, pose, size, size, focal, light=LIGHT)
@@ -147,9 +190,8 @@ def real_consistency(category: str = "chair", seeds=range(4), step_deg: float = 
             alpha = torch.from_numpy(r["alpha"])
             views.append({"rgb": alpha * rgb + (1 - alpha), "depth": torch.from_numpy(r["depth"]),
                           "mask": alpha > 0.5})
-        errors.append(_pair_errors(views, c2w, focal))
-    return {"error": float(np.nanmean([e["error"] for e in errors])),
-            "visible": float(np.mean([e["visible"] for e in errors]))}
+        objects.append(views)
+    return _consistency(objects, c2w, focal)
 
 
 def orbit(G: Generator, z_shape, z_app, n: int = 8, elevation: float = 25.0, size: int | None = None):

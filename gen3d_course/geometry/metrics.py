@@ -141,14 +141,13 @@ def chamfer_distance(a, b, squared=True, reduction="mean"):
     """Chamfer distance: how far each set is from the other, on average.
 
     Cheap, differentiable and needs no correspondence, so it is the standard
-    point-cloud reconstruction loss and evaluation metric:
+    point-cloud reconstruction loss and evaluation metric::
 
         CD(A, B) = mean_{x in A} min_{y in B} d(x, y) + mean_{y in B} min_{x in A} d(x, y)
 
-    squared=True:  d(x, y) = |x - y|^2  (PointSetGen / AtlasNet training loss;
-                   DeepSDF's evaluation uses the same sum).
-    squared=False: d(x, y) = |x - y|    (the "Chamfer-L1" of Occupancy Networks
-                   evaluation).
+    ``squared=True``: d(x, y) = |x - y|², the PointSetGen / AtlasNet training loss (DeepSDF's
+    evaluation uses the same sum). ``squared=False``: d(x, y) = |x - y|, the "Chamfer-L1" of
+    the Occupancy Networks evaluation.
     Both directions are summed with no 1/2 factor. Occupancy Networks reports
     0.5 * (accuracy + completeness), i.e. half the squared=False value: halve
     before comparing with its tables.

@@ -13,14 +13,17 @@ How one notebook is graded (the modules, in the order they act):
    graded copy holds the student's code cells in order, outputs cleared, and a harness cell
    (``constants.STATION``) in place of each check, plus one at the end for the hidden checks.
 2. :mod:`.run` runs the copy with ``pytest --nbval-lax --nbval-current-env
-   --nbval-cell-timeout=T`` inside a :mod:`.sandbox` (bubblewrap: no network, read-only library,
-   only the run folder writable, memory cap; ``--unsafe``: none) under a wall-clock cap, after
-   which every process of the run is killed. :mod:`.plugin`, inside that run, reports each cell
-   as nbval finishes it (signed JSON lines): the notebook row's facts.
+   --nbval-cell-timeout=T`` under a wall-clock cap, after which every process of the run is
+   killed. pytest runs outside the sandbox; :mod:`.plugin` starts the kernel inside a
+   :mod:`.sandbox` (bubblewrap: no network, read-only library, only the run folder writable,
+   memory and process caps; ``--unsafe``: none) and reports each cell as nbval finishes it
+   (signed JSON lines, out of the kernel's reach): the notebook row's facts.
 3. Each harness cell (:mod:`.harness`, in the kernel) connects to the grader, and :mod:`.judge`
    runs the released check (or the hidden checks) in the grader's process, with a proxy for each
-   student function that calls it in the kernel on plain data (:mod:`.wire`). The verdict is the
-   grader's; a check that needs more than plain data runs in the kernel (``kernel-scored``).
+   student function that calls it in the kernel on plain data (:mod:`.wire`; networks and
+   optimisers go there pickled and come back as their state, :mod:`.objects`), on inputs drawn
+   afresh from a per-run salt. The verdict is the grader's; a check that needs more than plain
+   data runs in the kernel (``kernel-scored``).
 4. :mod:`.reference` marks answers that take the library's own function (``uses-reference``).
 5. :mod:`.score` turns verdicts and cell reports into rows; :mod:`.outputs` writes grades.csv
    (no cell starts a formula), the feedback and the resume state; :mod:`.batch` drives it all.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
 import re
 import signal
 import sys
@@ -34,12 +35,14 @@ def grade_notebook(student: str, unit: Unit, path: Path | None, settings: Settin
                 for role, what in prepared.roles if role in ("check", "hidden")]
     setup = [source for source, qid in unit.hidden_cells if qid is None]
     verdicts: dict = {}
+    salt = os.urandom(16)  # this run's: the checks draw their inputs afresh from it
 
     def station(index: int, kernel) -> str | None:
         if index >= len(stations):  # a connection the notebook made itself: it judges nothing
             return None
         checks = stations[index]
-        verdicts.update(judge(kernel, unit, checks, setup if checks and checks[0].hidden else []))
+        verdicts.update(judge(kernel, unit, checks, setup if checks and checks[0].hidden else [],
+                              salt))
         rerun = [c for c in checks if not c.hidden and verdicts[c.id].status == "not-data"]
         return rerun[0].source if rerun else None
 

@@ -16,6 +16,7 @@ ENV_RESULTS = "GEN3D_GRADE_RESULTS"
 ENV_KEY_FD = "GEN3D_GRADE_KEY_FD"
 ENV_HARNESS = "GEN3D_GRADE_HARNESS"  # the grader's socket, for the harness cells
 ENV_RUN = "GEN3D_GRADE_RUN"  # inherited by everything the run starts: finds leftovers to kill
+ENV_SANDBOX = "GEN3D_GRADE_SANDBOX"  # the bubblewrap command (JSON) the plugin starts the kernel in
 
 
 class GradeError(ValueError):

@@ -5,13 +5,16 @@ The released check cells (and the hidden checks) run here, in the grader, as the
 imports do not define is looked up in the student's kernel: a function becomes a :class:`Remote`
 that sends its arguments there as plain data, has the student's function called on them, and
 reads the outputs back as plain data (:mod:`.wire`); plain data is copied over. Gradients reach
-through a Remote by asking the kernel for the vector-Jacobian product. So the references, the
-comparisons and the verdict all live here; a hijacked kernel can only send numbers, which must
-still match the reference on the inputs the check draws.
+through a Remote by asking the kernel for the vector-Jacobian product. Networks and optimisers
+among the arguments go to the kernel pickled and their state comes back as data
+(:mod:`.objects`). A name whose value is not data (a class) becomes an :class:`Opaque`, on which
+the check's ``checks.in_kernel`` parts run in the kernel and return facts as data. So the
+references, the comparisons and the verdict all live here, on inputs drawn from the run's salt;
+a hijacked kernel can only send numbers, which must still match the reference.
 
-A check that needs something that is not plain data (a module, an optimiser, a class) raises
-:class:`~.wire.NotData`; such a released check is then run in the student's kernel and scored
-from it (``kernel-scored``), a hidden one scores 0 (``not-data``).
+A check that needs anything else (an object that cannot be pickled, any other use of an
+Opaque) raises :class:`~.wire.NotData`; such a released check is then run in the student's
+kernel and scored from it (``kernel-scored``), a hidden one scores 0 (``not-data``).
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import CheckFailure
+from ..checks import CheckFailure, fresh_inputs
+from . import objects
 from .reference import targets
 from .wire import InvalidData, NotData, decode, encode, receive, restore, send, tensors, walk
 
@@ -95,6 +99,8 @@ def _rebuilt(name: str, error: dict) -> BaseException:
         return KernelTimeout()
     if kind == "NotImplementedError":
         exc = NotImplementedError(message)
+    elif kind == "CheckFailure":  # a check's own part that ran in the kernel (checks.in_kernel)
+        exc = CheckFailure(message)
     else:
         cls = type(kind if kind.isidentifier() else "Exception", (Exception,), {})
         exc = cls(message)
@@ -105,8 +111,8 @@ def _rebuilt(name: str, error: dict) -> BaseException:
 class Remote:
     """Stands in for the student's function ``name``: calls it in the kernel, on plain data."""
 
-    def __init__(self, kernel: Kernel, name: str, params: list):
-        self.kernel, self.__name__ = kernel, name
+    def __init__(self, kernel: Kernel, name: str, params: list, probe: str | None = None):
+        self.kernel, self.__name__, self.probe = kernel, name, probe
         try:
             self.__signature__ = inspect.Signature(
                 [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params])
@@ -115,8 +121,14 @@ class Remote:
 
     def __call__(self, *args, **kwargs):
         arrays: dict = {}
+        sent: list = []  # the networks and optimisers among the arguments (module .objects)
         call = {"op": "call", "name": self.__name__, "id": next(self.kernel.ids),
-                "args": encode(args, arrays), "kwargs": encode(kwargs, arrays)}
+                "args": encode(args, arrays, objects=sent),
+                "kwargs": encode(kwargs, arrays, objects=sent), "probe": self.probe}
+        if sent:
+            arrays["objects"] = objects.pack(sent)
+        # the inputs that gradients reach, fixed before the call, in the kernel's order
+        leaves = [t for t in tensors((args, kwargs)) if t.requires_grad] + objects.parameters(sent)
         state = torch.get_rng_state()
         arrays["rng"] = state.numpy()
         reply, back = self.kernel.ask(call, arrays)
@@ -131,17 +143,23 @@ class Remote:
         torch.set_rng_state(torch.from_numpy(rng))
         for index, generator in enumerate(walk((args, kwargs), "Generator")):
             restore(generator, back.get(f"g{index}"))
+        if sent:
+            objects.mirror(sent, reply.get("objects"), back)
         outputs = list(tensors(out))
         connected = reply.get("connected")
         if not isinstance(connected, list) or len(connected) != len(outputs):
             raise InvalidData("the kernel's gradient flags do not match its outputs")
-        leaves = [t for t in tensors((args, kwargs)) if t.requires_grad]
         routed = [o for o, c in zip(outputs, connected) if c is True and o.is_floating_point()]
         if not leaves or not routed or not torch.is_grad_enabled():
             return out
         through = iter(_RemoteGrad.apply(self, call["id"], len(leaves), *leaves, *routed))
         return _replace(out, (next(through) if c is True and o.is_floating_point() else o
                               for o, c in zip(outputs, connected)))
+
+
+    def __gen3d_in_kernel__(self, path: str, args: tuple, kwargs: dict):
+        """A check's ``checks.in_kernel`` part, run in the kernel on this name's value."""
+        return Remote(self.kernel, self.__name__, [], probe=path)(*args, **kwargs)
 
 
 class _RemoteGrad(torch.autograd.Function):
@@ -177,14 +195,16 @@ class _RemoteGrad(torch.autograd.Function):
 
 
 class Opaque:
-    """A name in the kernel whose value is not plain data: any use of it stops the check."""
+    """A name in the kernel whose value is not plain data (a class, a network): a check's
+    ``checks.in_kernel`` parts run on it there; any other use of it stops the check."""
 
-    def __init__(self, name: str, kind: str):
-        self.__name__, self.kind = name, kind
+    def __init__(self, kernel: Kernel, name: str, kind: str):
+        self.kernel, self.__name__, self.kind = kernel, name, kind
 
     def _refuse(self, *args, **kwargs):
         raise NotData(f"{self.__name__} is a {self.kind}, which cannot be sent as plain data")
 
+    __gen3d_in_kernel__ = Remote.__gen3d_in_kernel__
     __call__ = __getattr__ = __getitem__ = __iter__ = __bool__ = __len__ = _refuse
 
 
@@ -271,8 +291,12 @@ def _verdict(run, what: str) -> Verdict:
         return Verdict("failed", f"{type(exc).__name__}: {exc}")
 
 
-def judge(kernel: Kernel, unit, checks: list, setup: list[str]) -> dict:
-    """Run ``checks`` (after the hidden ``setup`` cells) here; ``{question id: Verdict}``."""
+def judge(kernel: Kernel, unit, checks: list, setup: list[str], salt: bytes | None = None) -> dict:
+    """Run ``checks`` (after the hidden ``setup`` cells) here; ``{question id: Verdict}``.
+
+    ``salt``: the grading run's, from which the checks draw their inputs afresh
+    (``checks.fresh_inputs``); None keeps the seeds the notebook's checks use.
+    """
     import matplotlib.pyplot as plt
 
     base = released_namespace(unit)
@@ -282,7 +306,7 @@ def judge(kernel: Kernel, unit, checks: list, setup: list[str]) -> dict:
     verdicts: dict = {}
     looked = _verdict(lambda: namespace.update(_lookup(kernel, wanted)), "the look-up of names")
     figures = set(plt.get_fignums())
-    with _captured():
+    with _captured(), (fresh_inputs(salt) if salt is not None else contextlib.nullcontext()):
         for source in setup if looked.status == "passed" else []:
             looked = _verdict(lambda: exec(compile(source, "<hidden setup>", "exec"), namespace),
                               "the hidden setup")
@@ -316,5 +340,5 @@ def _lookup(kernel: Kernel, names: list[str]) -> dict:
         elif kind == "data":
             namespace[name] = decode(entry.get("value"), arrays)
         elif kind == "other":
-            namespace[name] = Opaque(name, str(entry.get("type"))[:60])
+            namespace[name] = Opaque(kernel, name, str(entry.get("type"))[:60])
     return namespace

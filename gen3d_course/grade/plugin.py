@@ -1,12 +1,18 @@
-"""The pytest plugin of a grading run (``-p gen3d_course.grade.plugin``), inside the nbval
-subprocess: one signed JSON line per cell as soon as nbval reports it."""
+"""The pytest plugin of a grading run (``-p gen3d_course.grade.plugin``), in the nbval
+subprocess: one signed JSON line per cell as soon as nbval reports it, and the kernel started
+inside the sandbox.
+
+pytest and nbval run outside the sandbox, as the grader's child: the signing key (read from a
+pipe), the results file and this process are out of the notebook's reach. Only the kernel runs in
+bubblewrap: its command is prefixed with the sandbox's (``ENV_SANDBOX``), and nbval interrupts it
+with a message on the control channel, not a signal (a SIGINT to bubblewrap would end it)."""
 from __future__ import annotations
 
 import json
 import os
 import time
 
-from .constants import ENV_KEY_FD, ENV_RESULTS
+from .constants import ENV_KEY_FD, ENV_RESULTS, ENV_SANDBOX
 from .run import sign
 
 
@@ -22,6 +28,30 @@ def pytest_configure(config):
     from ..kernels import use_ipc_kernels_in_nbval
 
     use_ipc_kernels_in_nbval()  # with --jobs > 1, TCP kernels could race for a port
+    prefix = os.environ.pop(ENV_SANDBOX, None)
+    if prefix:
+        _sandbox_kernels(json.loads(prefix))
+
+
+def _sandbox_kernels(prefix: list[str]) -> None:
+    """nbval's kernels start inside ``prefix`` (the bubblewrap command) and take interrupts as
+    messages."""
+    import nbval.kernel
+
+    base = nbval.kernel.KernelManager
+
+    class SandboxedKernelManager(base):
+        @property
+        def kernel_spec(self):
+            spec = base.kernel_spec.fget(self)
+            if spec is not None:
+                spec.interrupt_mode = "message"
+            return spec
+
+        def format_kernel_cmd(self, extra_arguments=None):
+            return prefix + super().format_kernel_cmd(extra_arguments)
+
+    nbval.kernel.KernelManager = SandboxedKernelManager
 
 
 def _detect_dead_kernels() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 from . import sandbox
-from .constants import ENV_HARNESS, ENV_KEY_FD, ENV_RESULTS, ENV_RUN
+from .constants import ENV_HARNESS, ENV_KEY_FD, ENV_RESULTS, ENV_RUN, ENV_SANDBOX
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Run:
     returncode: int | None
     seconds: float
     tail: str
+    peak: int | None = None  # bytes, the run's control group at its fullest (None: no group)
 
 
 # ``python -m pytest``, minus one optional import: jsonschema (through nbformat) builds an IRI
@@ -58,8 +59,9 @@ def sign(key: bytes, record: dict) -> str:
     return hmac.new(key, json.dumps(record, sort_keys=True).encode(), "sha256").hexdigest()
 
 
-def _kill_tree(proc: subprocess.Popen, token: str) -> None:
-    """Kill pytest, its kernel and anything the notebook started (found by the run's token)."""
+def _kill_tree(proc: subprocess.Popen, token: str, group: sandbox.Cgroup | None) -> None:
+    """Kill pytest, its kernel and anything the notebook started (found by the run's token, and
+    every process of the run's control group)."""
     import psutil
 
     victims = []
@@ -68,6 +70,11 @@ def _kill_tree(proc: subprocess.Popen, token: str) -> None:
         victims = parent.children(recursive=True) + [parent]
     except psutil.NoSuchProcess:
         pass
+    for pid in group.pids() if group else ():
+        try:
+            victims.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
     for p in psutil.process_iter():
         if p.pid == os.getpid() or p in victims:
             continue
@@ -94,12 +101,15 @@ class Settings:
     notebook_timeout: float = 900.0  # whole notebook, kernel start included
     scratch: str | None = None  # parent of the private run folders (default: the system temp)
     unsafe: bool = False  # run notebooks with the grader's own permissions (no sandbox)
-    memory_gb: float = 4.0  # address-space cap of each process in the sandbox
+    memory_gb: float = 4.0  # memory cap: of the whole run where a control group can be made,
+    #                         and always of each process's address space
+    processes: int = 256  # most processes of one run at once (with a control group only)
     uses_reference: str = "flag"  # an answer that calls the library's reference: "flag" or "zero"
     stopping: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C
 
 
 _SCRATCH_PREFIX = "gen3d-grade-"
+_SOCKETS_PREFIX, _SOCKETS_DIR = "g3k-", "/tmp" if os.path.isdir("/tmp") else None
 
 
 def remove_stale_runs(scratch: str | None = None) -> None:
@@ -110,7 +120,8 @@ def remove_stale_runs(scratch: str | None = None) -> None:
     """
     import psutil
 
-    for folder in Path(scratch or tempfile.gettempdir()).glob(_SCRATCH_PREFIX + "*"):
+    sockets = Path(_SOCKETS_DIR or tempfile.gettempdir()).glob(_SOCKETS_PREFIX + "*")
+    for folder in [*Path(scratch or tempfile.gettempdir()).glob(_SCRATCH_PREFIX + "*"), *sockets]:
         try:
             owner = int((folder / "owner").read_text())  # another user's folder is unreadable
         except (OSError, ValueError):
@@ -127,7 +138,7 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
     source for the kernel to run itself (a check that is not plain data).
     """
     work = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=settings.scratch))
-    listener = None
+    listener = sockets = None
     try:
         (work / "owner").write_text(str(os.getpid()))
         run_dir = work / "run"  # the kernel's working directory
@@ -138,28 +149,41 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
         notebook = run_dir / name
         with open(notebook, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
+        # Unix sockets (the kernel's and the harness's) in a short-named folder: a socket's path
+        # holds at most 107 bytes, and the run folder may be deep (--scratch, pytest's tmp_path)
+        sockets = Path(tempfile.mkdtemp(prefix=_SOCKETS_PREFIX, dir=_SOCKETS_DIR))
+        (sockets / "owner").write_text(str(os.getpid()))
         listener = socket.socket(socket.AF_UNIX)
-        listener.bind(str(work / "harness.sock"))
+        listener.bind(str(sockets / "harness"))  # where the kernel can reach it
         listener.listen(1)
         listener.settimeout(0.25)
         key, token = secrets.token_bytes(32), secrets.token_hex(16)
         read_end, write_end = os.pipe()
-        # TMPDIR: the kernel's sockets and the notebook's temporary files go where the run's
-        # clean-up removes them, even when the run is killed.
-        ours = {"GEN3D_MODE": "fast", "OMP_NUM_THREADS": "1", "TMPDIR": str(work),
-                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", ENV_RESULTS: str(results),
-                ENV_KEY_FD: str(read_end), ENV_HARNESS: str(work / "harness.sock"), ENV_RUN: token}
+        # The kernel's environment. TMPDIR: its sockets and the notebook's temporary files go
+        # where the run's clean-up removes them, even when the run is killed.
+        kernel_env = {"GEN3D_MODE": "fast", "OMP_NUM_THREADS": "1", "TMPDIR": str(run_dir),
+                      ENV_HARNESS: str(sockets / "harness"), ENV_RUN: token}
+        # pytest and nbval run here, outside the sandbox, with the key and the results file;
+        # only the kernel they start is sandboxed (the plugin wraps its command in bubblewrap).
+        ours = {**kernel_env, "TMPDIR": str(sockets),  # (where kernels.IPCKernelManager puts them)
+                "JUPYTER_RUNTIME_DIR": str(run_dir), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                ENV_RESULTS: str(results), ENV_KEY_FD: str(read_end),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(sandbox.library_folder().parent),
+                                                            os.environ.get("PYTHONPATH")]))}
+        if not settings.unsafe:
+            ours[ENV_SANDBOX] = json.dumps(sandbox.command([], [run_dir, sockets], run_dir,
+                                                           sandbox.environment(kernel_env)))
         command = [sys.executable, "-c", _PYTEST_MAIN, "-p", "nbval.plugin", "-p",
                    "gen3d_course.grade.plugin", "-p", "no:cacheprovider", "-c",
                    str(work / "pytest.ini"), "--rootdir", str(work), "-q", "--tb=no", "-rN",
                    "--color=no", "--nbval-lax", "--nbval-current-env",
                    f"--nbval-cell-timeout={settings.timeout:g}", str(notebook)]
-        if settings.unsafe:
-            env, preexec = dict(os.environ, **ours), None
-        else:
-            env = sandbox.environment(ours)
-            command = sandbox.command(command, work, work, env)
-            preexec = sandbox.limit_memory(int(settings.memory_gb * 2**30))
+        env = dict(os.environ, **ours)
+        group, preexec = None, None
+        if not settings.unsafe:
+            cap = int(settings.memory_gb * 2**30)
+            group = sandbox.Cgroup.create(f"{_SCRATCH_PREFIX}{token}", cap, settings.processes)
+            preexec = sandbox.limit_memory(cap, group)
         start = time.monotonic()
         with os.fdopen(write_end, "wb") as key_pipe:
             try:
@@ -189,7 +213,10 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
                     _serve_station(conn, stations, station, settings.timeout, cap)
                 stations += 1
         finally:
-            _kill_tree(proc, token)
+            _kill_tree(proc, token, group)
+            peak = group.peak() if group else None
+            if group:
+                group.remove()
             tail.join(timeout=5)
             proc.stdout.close()
         seconds = time.monotonic() - start
@@ -210,11 +237,13 @@ def run_nbval(nb: nbformat.NotebookNode, name: str, settings: Settings, station=
                     cell = record["cell"]
                     if cell not in records or record["phase"] == "call":
                         records[cell] = record
-        return Run(records, collected, killed, forged, proc.returncode, seconds, tail.text())
+        return Run(records, collected, killed, forged, proc.returncode, seconds, tail.text(), peak)
     finally:
         if listener is not None:
             listener.close()
         shutil.rmtree(work, ignore_errors=True)
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _serve_station(conn: socket.socket, index: int, station, budget: float, cap: float) -> None:

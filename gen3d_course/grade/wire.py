@@ -1,7 +1,9 @@
 """Plain data between the grader and a student's kernel: a JSON tree plus the arrays of an .npz.
 
 Plain data: tensors, arrays, numbers, strings, None, and lists, tuples and string-keyed dicts of
-them, plus CPU ``torch.Generator`` s (as their state, sent back after the call).
+them, plus CPU ``torch.Generator`` s (as their state, sent back after the call). From the grader
+to the kernel only, networks and optimisers also cross, as references into one pickle
+(:mod:`.objects`); the grader's ``decode`` refuses them.
 
 Whatever comes from the kernel is data to be judged, never code: JSON and ``np.load`` with
 ``allow_pickle=False``, arrays of a few numeric dtypes only, a size cap, and every node checked
@@ -36,11 +38,21 @@ class InvalidData(ValueError):
     """What arrived is not well-formed plain data."""
 
 
-def encode(obj, arrays: dict, depth: int = 0):
-    """``obj`` as a JSON-able tree; its tensors and arrays go into ``arrays``."""
+def encode(obj, arrays: dict, depth: int = 0, objects: list | None = None):
+    """``obj`` as a JSON-able tree; its tensors and arrays go into ``arrays``.
+
+    ``objects`` (the grader's calls only): networks, optimisers and instances of the library's
+    classes are appended to it and sent as ``{"$o": index}``.
+    """
     torch = sys.modules.get("torch")  # not imported: nothing here is a tensor (and no 3 s import)
     if depth > MAX_DEPTH:
         raise NotData("nested too deeply")
+    if objects is not None and torch is not None and (isinstance(
+            obj, (torch.nn.Module, torch.optim.Optimizer)) or library_object(obj)):
+        index = next((i for i, o in enumerate(objects) if o is obj), len(objects))
+        if index == len(objects):
+            objects.append(obj)
+        return {"$o": index}
     if torch is not None and isinstance(obj, torch.Tensor):
         plain = torch.Tensor.as_subclass(obj, torch.Tensor).detach().cpu()
         if plain.dtype == torch.bfloat16:
@@ -64,28 +76,39 @@ def encode(obj, arrays: dict, depth: int = 0):
         value = float(obj)
         return value if math.isfinite(value) else {"$f": repr(value)}
     if isinstance(obj, tuple):
-        return {"$tuple": [encode(o, arrays, depth + 1) for o in obj]}
+        return {"$tuple": [encode(o, arrays, depth + 1, objects) for o in obj]}
     if isinstance(obj, list):
-        return [encode(o, arrays, depth + 1) for o in obj]
+        return [encode(o, arrays, depth + 1, objects) for o in obj]
     if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
-        return {"$dict": {k: encode(v, arrays, depth + 1) for k, v in obj.items()}}
+        return {"$dict": {k: encode(v, arrays, depth + 1, objects) for k, v in obj.items()}}
     raise NotData(f"a {type(obj).__name__} is not plain data")
 
 
-def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
+def library_object(obj) -> bool:
+    """An instance of one of the course library's own classes (a check's counting field...)."""
+    return not isinstance(obj, type) and type(obj).__module__.startswith("gen3d_course.")
+
+
+def decode(node, arrays: dict, depth: int = 0, grads: bool = False, objects: list | None = None):
     """The tree back as Python values and plain ``torch.Tensor`` s; raises InvalidData.
 
     ``grads``: tensors sent as requiring grad do so again (arguments, in the kernel); the grader
-    never takes that flag from the kernel, it routes gradients itself.
+    never takes that flag from the kernel, it routes gradients itself. ``objects``: the kernel's
+    unpickled networks and optimisers, for ``$o`` references; the grader passes none.
     """
     if depth > MAX_DEPTH:
         raise InvalidData("nested too deeply")
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     if isinstance(node, list):
-        return [decode(n, arrays, depth + 1, grads) for n in node]
+        return [decode(n, arrays, depth + 1, grads, objects) for n in node]
     if not isinstance(node, dict) or len(node) not in (1, 2):
         raise InvalidData(f"unexpected node {str(node)[:80]}")
+    if "$o" in node:
+        index = node["$o"]
+        if objects is None or not isinstance(index, int) or not 0 <= index < len(objects):
+            raise InvalidData("an object reference where only plain data may be")
+        return objects[index]
     if "$g" in node:
         return _generator(_array(node["$g"], arrays))
     if "$t" in node or "$n" in node:
@@ -99,9 +122,9 @@ def decode(node, arrays: dict, depth: int = 0, grads: bool = False):
     if "$f" in node and node["$f"] in ("nan", "inf", "-inf"):
         return float(node["$f"])
     if "$tuple" in node and isinstance(node["$tuple"], list):
-        return tuple(decode(n, arrays, depth + 1, grads) for n in node["$tuple"])
+        return tuple(decode(n, arrays, depth + 1, grads, objects) for n in node["$tuple"])
     if "$dict" in node and isinstance(node["$dict"], dict):
-        return {str(k): decode(v, arrays, depth + 1, grads) for k, v in node["$dict"].items()}
+        return {str(k): decode(v, arrays, depth + 1, grads, objects) for k, v in node["$dict"].items()}
     raise InvalidData(f"unexpected node {str(node)[:80]}")
 
 

@@ -168,8 +168,10 @@ class PointSetDecoder(nn.Module):
 class PatchDecoder(nn.Module):
     """AtlasNet decoder: K MLPs f_k: (u, v, z) -> R³, one per patch of the unit square.
 
-    forward(code (B, C), uv (M, 2) or (K, M, 2)) -> (B, K, M, 3), where
+    forward(code (B, C), uv (M, 2) or (K, M, 2)) -> (B, K, M, 3), where::
+
         out[b, k, m] = f_k( concat(uv_k[m], code[b]) )
+
     The same uv samples are used for every shape of the batch; (M, 2) is used for every patch.
     """
 

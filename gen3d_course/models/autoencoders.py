@@ -110,7 +110,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """Flatten x (B, *data_shape) and map it through ReLU layers to ``out_dim`` numbers."""
+    """Flatten x (B, \*data_shape) and map it through ReLU layers to ``out_dim`` numbers."""
 
     def __init__(self, data_shape, out_dim: int, hidden=(256, 128)):
         super().__init__()
@@ -205,6 +205,25 @@ def adam(params, lr: float = 2e-3, **kwargs) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, **kwargs)
 
 
+def train_step(model: AutoEncoder, optimiser: torch.optim.Optimizer, x: torch.Tensor,
+               C: float = 1.0) -> dict:
+    """One optimiser step on the batch ``x``: what :func:`fit` repeats, in one place so that a
+    lecture can write it out and compare. AE: ||x − x̂||²; VAE: C·||x − x̂||² + KL, with x̂ decoded
+    from a reparameterised sample (the global torch RNG draws ε). Returns the logged numbers."""
+    if model.variational:
+        x_hat, mu, logvar = model(x)
+        rec, kl = reconstruction_error(x, x_hat).mean(), kl_divergence(mu, logvar).mean()
+        loss = C * rec + kl
+        logs = {"loss": loss.item(), "rec": rec.item(), "kl": kl.item()}
+    else:
+        loss = reconstruction_error(x, model(x)).mean()
+        logs = {"loss": loss.item(), "rec": loss.item()}
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return logs
+
+
 def fit(model: AutoEncoder, data: torch.Tensor, steps: int, *, C: float = 1.0,
         batch_size: int = 64, lr: float = 2e-3, seed: int = 0, desc: str | None = None,
         max_seconds: float | None = None, progress: bool = True, device=None):
@@ -223,18 +242,7 @@ def fit(model: AutoEncoder, data: torch.Tensor, steps: int, *, C: float = 1.0,
 
     def step(_):
         x = data[torch.randint(0, len(data), (batch_size,), generator=generator)].to(device)
-        if model.variational:
-            x_hat, mu, logvar = model(x)
-            rec, kl = reconstruction_error(x, x_hat).mean(), kl_divergence(mu, logvar).mean()
-            loss = C * rec + kl
-            logs = {"loss": loss.item(), "rec": rec.item(), "kl": kl.item()}
-        else:
-            loss = reconstruction_error(x, model(x)).mean()
-            logs = {"loss": loss.item(), "rec": loss.item()}
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        return logs
+        return train_step(model, optimiser, x, C)
 
     torch.manual_seed(seed)  # the reparameterisation noise
     with on_device(model, device=device) as device:

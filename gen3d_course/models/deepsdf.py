@@ -272,6 +272,26 @@ def _descend(optimizer, fit: torch.Tensor, codes: torch.Tensor, code_reg: float)
     return {"loss": loss.item(), "sdf": fit.item(), "reg": reg.item()}
 
 
+def autodecoder_optimizer(model: AutoDecoder, lr: float = 2e-3, code_lr: float = 1e-2) -> torch.optim.Adam:
+    """Adam over the decoder's weights *and* the code table, each with its own learning rate:
+    an auto-decoder learns its codes by gradient descent, so they must be in the optimiser."""
+    return torch.optim.Adam([{"params": model.decoder.parameters(), "lr": lr},
+                             {"params": model.codes.parameters(), "lr": code_lr}])
+
+
+def autodecoder_step(model: AutoDecoder, optimizer: torch.optim.Optimizer, idx: torch.Tensor,
+                     points: torch.Tensor, sdf: torch.Tensor, delta: float = DELTA,
+                     code_reg: float = CODE_REG, loss_fn=clamped_l1) -> dict:
+    """One joint update of the weights θ and the codes z_i of the shapes ``idx`` (B,):
+    loss = loss_fn(f_θ(z_i, x_ik), s_ik, δ) + λ·mean_i ||z_i||², backward, one optimiser step.
+
+    ``points`` (B, K, 3) and ``sdf`` (B, K) are samples of those shapes; ``optimizer`` must hold
+    the codes too (:func:`autodecoder_optimizer`). Returns the logged "loss", "sdf" and "reg"."""
+    codes = model.codes(idx)  # (B, L): rows of the table, so the gradient reaches them
+    fit = loss_fn(model.decoder(codes, points), sdf, delta)
+    return _descend(optimizer, fit, codes, code_reg)
+
+
 def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_per_batch: int = 16,
                       points_per_shape: int = 256, lr: float = 2e-3, code_lr: float = 1e-2,
                       delta: float = DELTA, code_reg: float = CODE_REG, loss_fn=clamped_l1,
@@ -292,8 +312,7 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
         raise ValueError(f"train_autodecoder: the model has {model.codes.num_embeddings} codes for "
                          f"{len(data)} shapes; build AutoDecoder(n_shapes={len(data)}).")
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam([{"params": model.decoder.parameters(), "lr": lr},
-                                  {"params": model.codes.parameters(), "lr": code_lr}])
+    optimizer = autodecoder_optimizer(model, lr, code_lr)
     base = [g["lr"] for g in optimizer.param_groups]
     S, N = data.sdf.shape
     B, K = min(shapes_per_batch, S), min(points_per_shape, N)
@@ -306,9 +325,7 @@ def train_autodecoder(model: AutoDecoder, data: SDFData, steps: int, *, shapes_p
         pick = torch.randint(0, N, (B, K), generator=generator)
         points = torch.gather(data.points[idx], 1, pick[..., None].expand(B, K, 3)).to(device)
         target = torch.gather(data.sdf[idx], 1, pick).to(device)
-        codes = model.codes(idx.to(device))
-        fit = loss_fn(model.decoder(codes, points), target, delta)
-        return _descend(optimizer, fit, codes, code_reg)
+        return autodecoder_step(model, optimizer, idx.to(device), points, target, delta, code_reg, loss_fn)
 
     model.train()
     with on_device(model, device=device) as device:

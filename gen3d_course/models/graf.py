@@ -11,7 +11,7 @@ The shape MLP reads [γ(x), z_s]; the colour head reads [h(x, z_s), γ(d), z_a].
 density never sees z_a, changing the appearance code cannot move the silhouette — a
 disentanglement by construction, which the lecture measures.
 
-Training (one step):
+Training (one step, ``adversarial_step``; ``fit`` draws the batches):
   * draw codes z_s, z_a ~ N(0, I), a camera ξ ~ p_ξ (``render.patches.PoseDistribution``) and a
     patch pattern ν = (centre u, scale s) ~ p_ν;
   * shoot the P×P rays of the patch (intrinsics K, pose ξ), sample S points on each inside the
@@ -23,9 +23,10 @@ Training (one step):
     L_G = softplus(−D(fake))
     (``models.gans`` holds the two logistic losses of unit 02).
 
-Scaled for a CPU, against the paper's 64² / 128² images: 32×32 images, 16×16 patches, a 3 × 64
-MLP instead of 8 × 256, 16 samples per ray instead of 64 (no hierarchical pass), 16 + 8
-dimensional codes instead of 128 + 128, a 4-layer discriminator; the patch scale anneals from 1
+Scaled for a CPU, against the paper's 64² / 128² images (256² for CelebA-HQ): 32×32 images,
+16×16 patches instead of 32×32 (K = 32 is the patch's side), a 3 × 64 MLP instead of 8 × 256,
+16 samples per ray instead of 64 (the released configs have no fine pass either,
+``N_importance: 0``), 16 + 8 dimensional codes instead of 128 + 128, a 4-layer discriminator; the patch scale anneals from 1
 (the whole image at half resolution) down to 0.5 (native pixels), as in the paper's schedule.
 A moving average of the generator's weights (β = 0.99) gives the samples, as in GRAF's code.
 """
@@ -183,6 +184,21 @@ class Generator(nn.Module):
         return (torch.randn(n, self.cfg.z_shape, generator=generator),
                 torch.randn(n, self.cfg.z_app, generator=generator))
 
+    def object_field(self, z_shape, z_app):
+        """One object's radiance field, codes (1, ·) bound: (points (N, 3), directions (N, 3)) →
+        (σ (N,), rgb (N, 3)), with the field's ``bounds``: what ``render.rays`` and
+        ``render.compose`` take."""
+        if z_shape.shape[0] != 1 or z_app.shape[0] != 1:
+            raise ValueError(f"object_field: codes of one object, (1, ·), got {tuple(z_shape.shape)} "
+                             f"and {tuple(z_app.shape)}.")
+
+        def field(points, directions):
+            sigma, rgb = self.field(points[None], directions[None], z_shape, z_app)
+            return sigma[0], rgb[0]
+
+        field.bounds = self.field.bounds
+        return field
+
     def render_rays(self, origins, directions, z_shape, z_app, *, perturb: bool = True,
                     generator: torch.Generator | None = None, n_samples: int | None = None,
                     density_noise: float = 0.0) -> dict:
@@ -334,6 +350,36 @@ def _update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         p_ema.lerp_(p, 1.0 - beta)
 
 
+def adversarial_step(model: GRAF, real: torch.Tensor, z_shape, z_app, c2w, uv, *, r1_gamma: float = 1.0,
+                     density_noise: float = 0.0, generator: torch.Generator | None = None) -> dict:
+    """One GRAF update on a given batch: D on real vs rendered patches (+ R1), then G through the renderer.
+
+    ``real`` (B, 3, P, P) patches read from training images; the generator's inputs are codes
+    z_s, z_a (B, ·), cameras ξ (B, 4, 4) and patch coordinates uv (B, P, P, 2) from ν. The fake
+    patches are rendered once (with their graph): D scores them detached, then the updated D
+    scores them again for G's non-saturating loss. ``fit`` draws the batches and calls this;
+    the lecture writes it out and checks the two agree. Returns the losses and the mean logits.
+    """
+    G, D = model.G, model.D
+    fake = G(z_shape, z_app, c2w, uv, generator=generator, density_noise=density_noise)
+    real = real.detach().requires_grad_(True)
+    d_real = D(real)
+    d_fake = D(fake.detach())
+    loss_d = discriminator_loss(d_real, d_fake)
+    r1 = r1_penalty(real, d_real)
+    model.opt_d.zero_grad(set_to_none=True)
+    (loss_d + 0.5 * r1_gamma * r1).backward()
+    model.opt_d.step()
+    D.requires_grad_(False)  # G's loss needs gradients through D, not into D's weights
+    loss_g = generator_loss(D(fake))
+    model.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    model.opt_g.step()
+    D.requires_grad_(True)
+    return {"d_loss": loss_d.item(), "g_loss": loss_g.item(), "r1": r1.item(),
+            "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+
+
 def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gamma: float = 1.0,
         final_scale: float = 0.5, anneal_rate: float = 0.002, ema_beta: float = 0.99,
         density_noise: float = 0.0, seed: int = 0, max_seconds: float | None = None,
@@ -356,41 +402,23 @@ def fit(model: GRAF, images: torch.Tensor, steps: int, *, batch: int = 8, r1_gam
     P, size = cfg.patch_size, cfg.image_size
     start_step = model.steps_done
 
-    def fake_patches(n, min_scale):
-        z_s, z_a = G.sample_codes(n, rng)
-        c2w, _ = G.poses.sample(n, rng)
-        centers, scales = sample_patch_pattern(n, min_scale, 1.0, rng)
-        uv = patch_coordinates(centers, scales, P, size, size)
-        z_s, z_a, c2w, uv = (x.to(device) for x in (z_s, z_a, c2w, uv))
-        return G(z_s, z_a, c2w, uv, generator=rng, density_noise=density_noise)
-
     def step(i):
         k = start_step + i
         min_scale = min_scale_at(k, final_scale, anneal_rate)
-        # --- discriminator: real patches with their own ν, fake patches rendered without grad
+        # real patches with their own ν, then the generator's inputs: codes, cameras ξ, patterns ν
         idx = torch.randint(len(images), (batch,), generator=rng)
         centers, scales = sample_patch_pattern(batch, min_scale, 1.0, rng)
-        real = sample_image_patches(images[idx], patch_coordinates(centers, scales, P, size, size)).to(device)
-        fake = fake_patches(batch, min_scale)  # rendered once, with its graph, for both updates
-        real.requires_grad_(True)
-        d_real = D(real)
-        d_fake = D(fake.detach())
-        loss_d = discriminator_loss(d_real, d_fake)
-        r1 = r1_penalty(real, d_real)
-        model.opt_d.zero_grad(set_to_none=True)
-        (loss_d + 0.5 * r1_gamma * r1).backward()
-        model.opt_d.step()
-        # --- generator: non-saturating loss, the same fakes scored by the updated D
-        D.requires_grad_(False)
-        loss_g = generator_loss(D(fake))
-        model.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        model.opt_g.step()
-        D.requires_grad_(True)
+        real = sample_image_patches(images[idx], patch_coordinates(centers, scales, P, size, size))
+        z_s, z_a = G.sample_codes(batch, rng)
+        c2w, _ = G.poses.sample(batch, rng)
+        centers, scales = sample_patch_pattern(batch, min_scale, 1.0, rng)
+        uv = patch_coordinates(centers, scales, P, size, size)
+        real, z_s, z_a, c2w, uv = (x.to(device) for x in (real, z_s, z_a, c2w, uv))
+        out = adversarial_step(model, real, z_s, z_a, c2w, uv, r1_gamma=r1_gamma,
+                               density_noise=density_noise, generator=rng)
         _update_ema(G_ema, G, ema_beta if k > 100 else 0.0)  # follow G exactly at the start
         model.steps_done = k + 1
-        return {"d_loss": loss_d.item(), "g_loss": loss_g.item(), "r1": r1.item(),
-                "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), "min_scale": min_scale}
+        return {**out, "min_scale": min_scale}
 
     with on_device(G, D, G_ema, device=device) as device:
         history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress)

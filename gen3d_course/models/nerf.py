@@ -9,7 +9,8 @@ training minimises the squared error between rendered and photographed pixels on
 Two fields share one interface, ``field(points (N, 3), directions (N, 3)) → (σ (N,), rgb (N, 3))``:
 
 * ``NeRF``: the paper's MLP (scaled for a CPU: 4 × 64 instead of 8 × 256), with positional
-  encoding of x and d (``n_freqs = 0`` turns it off for the ablation);
+  encoding of x and d (``n_freqs = 0`` turns it off for the ablation; ``dir_freqs=None`` takes
+  the direction away altogether, the ablation of view dependence);
 * ``GridField``: a dense R³ grid of densities and feature vectors, read by trilinear
   interpolation (``grid_sample``), and a tiny MLP from (feature, γ(d)) to colour. Most of the
   work is a memory lookup instead of a deep MLP, so a training step costs much less; a
@@ -63,18 +64,36 @@ def relu_trunk(in_dim: int, width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class DirectionEncoding(PositionalEncoding):
+    """γ(d) for the colour branch, or no features at all with ``n_freqs=None`` (a field whose
+    colour depends on position only: the ablation that shows what view dependence buys)."""
+
+    def __init__(self, n_freqs: int | None):
+        super().__init__(3, 0 if n_freqs is None else n_freqs)
+        self.enabled = n_freqs is not None
+        if not self.enabled:
+            self.out_dim = 0
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return super().forward(d) if self.enabled else d[..., :0]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() if self.enabled else "off: the colour sees no direction"
+
+
 class NeRF(nn.Module):
     """MLP radiance field: σ from γ(x) through ``depth`` ReLU layers, colour from (features, γ(d)).
 
     ``pos_freqs`` / ``dir_freqs``: octaves L of the positional encoding of x and d (0 = raw
-    coordinates). σ = density_scale · softplus(raw + density_shift): softplus keeps densities
+    coordinates; ``dir_freqs=None``: the colour does not see d at all, so it cannot show a
+    highlight that moves with the camera). σ = density_scale · softplus(raw + density_shift): softplus keeps densities
     non-negative with a gradient everywhere; the scale lets an output of order 1 mean an opaque
     surface (σ·δ ≫ 1 for the sample spacing δ ≈ 0.03 of the world box), which the last layer
     would otherwise need many steps to reach; the shift starts the field nearly empty.
     ``bounds`` (lo, hi): the scene's box (``Views.bounds``); σ is divided by ``box_scale``.
     """
 
-    def __init__(self, width: int = 64, depth: int = 4, pos_freqs: int = 8, dir_freqs: int = 4,
+    def __init__(self, width: int = 64, depth: int = 4, pos_freqs: int = 8, dir_freqs: int | None = 4,
                  bounds=config.WORLD, density_scale: float = 10.0, density_shift: float = -2.0):
         super().__init__()
         self.config = dict(width=width, depth=depth, pos_freqs=pos_freqs, dir_freqs=dir_freqs,
@@ -82,7 +101,7 @@ class NeRF(nn.Module):
         self.bounds = tuple(float(b) for b in bounds)
         self.density_scale, self.density_shift = density_scale / box_scale(self.bounds), density_shift
         self.encode_x = PositionalEncoding(3, pos_freqs)
-        self.encode_d = PositionalEncoding(3, dir_freqs)
+        self.encode_d = DirectionEncoding(dir_freqs)
         self.trunk = relu_trunk(self.encode_x.out_dim, width, depth)
         self.sigma_head = nn.Linear(width, 1)
         self.feature = nn.Linear(width, width)
@@ -138,12 +157,13 @@ class GridField(nn.Module):
     c(x, d) = sigmoid(MLP(g_f(x), γ(d))). Density and features share one channels-last table
     ``grid`` (R, R, R, 1 + F), so one interpolation (``trilinear``) reads both. Node (i, j, k)
     sits at lo + (i, j, k)·(hi − lo)/(R − 1), the course's grid convention (``values[ix, iy, iz]``);
+    ``dir_freqs`` as in ``NeRF`` (None: colour from the features alone, no view dependence);
     ``bounds`` is the scene's box (``Views.bounds``), and σ is divided by its ``box_scale``.
     """
 
     grid_lr_factor = 300.0  # measured: 30× too slow, 1000× unstable, 300× best at 200 steps
 
-    def __init__(self, res: int = 64, features: int = 4, width: int = 32, dir_freqs: int = 2,
+    def __init__(self, res: int = 64, features: int = 4, width: int = 32, dir_freqs: int | None = 2,
                  bounds=config.WORLD, density_scale: float = 10.0, seed: int = 0):
         super().__init__()
         self.config = dict(res=res, features=features, width=width, dir_freqs=dir_freqs,
@@ -155,7 +175,7 @@ class GridField(nn.Module):
         self.grid = nn.Parameter(torch.cat([
             torch.zeros(res, res, res, 1),
             0.1 * torch.randn(res, res, res, features, generator=generator)], dim=-1))
-        self.encode_d = PositionalEncoding(3, dir_freqs)
+        self.encode_d = DirectionEncoding(dir_freqs)
         self.color_head = nn.Sequential(nn.Linear(features + self.encode_d.out_dim, width), nn.ReLU(),
                                         nn.Linear(width, 3))
 

@@ -245,6 +245,22 @@ def bits_per_code(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)) / math.log(2)
 
 
+def train_step(model: CodeTransformer, opt: torch.optim.Optimizer, codes: torch.Tensor,
+               start: torch.Tensor) -> float:
+    """One teacher-forced update on a given batch: codes (B, L) int64, start tokens (B,).
+
+    The network reads [start, c_1 .. c_{L-1}] and its causal logits at position i are scored
+    against c_{i+1} (cross-entropy in bits); backward, gradient norm clipped at 1, one optimiser
+    step. ``fit`` draws the batches and calls this; the lecture writes it out. Returns the bits.
+    """
+    loss = bits_per_code(model.logits(codes, start), codes)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def fit(model: CodeTransformer, codes: torch.Tensor, labels: torch.Tensor, steps: int, seed: int = 0,
         desc: str = "prior", max_seconds=None, progress: bool = True):
     """Next-code cross-entropy on sequences ``codes`` (N, L) with category ``labels`` (N,), AdamW,
@@ -265,12 +281,7 @@ def fit(model: CodeTransformer, codes: torch.Tensor, labels: torch.Tensor, steps
         start = model.start_tokens(labels[idx])
         drop = (torch.rand(batch, generator=generator) < cfg.p_uncond).to(device)
         start = torch.where(drop, torch.full_like(start, model.any_token), start)
-        loss = bits_per_code(model.logits(codes[idx], start), codes[idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return {"bits": loss.item()}
+        return {"bits": train_step(model, opt, codes[idx], start)}
 
     model.train()
     history = train(step, steps, desc=desc, max_seconds=max_seconds, progress=progress,

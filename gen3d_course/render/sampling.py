@@ -72,14 +72,16 @@ def stratified_samples(near, far, n_samples: int, n_rays: int | None = None, per
 
 
 def sample_pdf(bin_edges: torch.Tensor, weights: torch.Tensor, n_samples: int,
-               perturb: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+               perturb: bool = True, generator: torch.Generator | None = None,
+               u: torch.Tensor | None = None) -> torch.Tensor:
     """(R, n_samples) sorted depths drawn from the piecewise-constant density of ``weights``.
 
     ``bin_edges`` (R, S+1), ``weights`` (R, S) ≥ 0. Inverse transform sampling: with the CDF
     F at the edges, a uniform u falls in the bin i with F_i ≤ u < F_{i+1} and maps linearly
     inside it. ``perturb=False`` uses evenly spaced u (deterministic renders). Rays whose
     weights are all zero get samples spread uniformly over their bins (a small constant is
-    added to every weight).
+    added to every weight). ``u`` (R, n_samples) in [0, 1), sorted along each ray, replaces the
+    drawn numbers (so a hand-written sampler can be compared on the same draws).
     """
     if bin_edges.shape[:-1] != weights.shape[:-1] or bin_edges.shape[-1] != weights.shape[-1] + 1:
         raise ValueError(f"sample_pdf: bin_edges {tuple(bin_edges.shape)} must be (R, S+1) for "
@@ -89,7 +91,11 @@ def sample_pdf(bin_edges: torch.Tensor, weights: torch.Tensor, n_samples: int,
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)
     cdf[..., -1] = 1.0
     shape = (*cdf.shape[:-1], n_samples)
-    if perturb:
+    if u is not None:
+        if tuple(u.shape) != shape:
+            raise ValueError(f"sample_pdf: u {tuple(u.shape)} must be {shape} (rays, n_samples).")
+        u = u.to(cdf)
+    elif perturb:
         u = torch.rand(shape, generator=generator, dtype=cdf.dtype).to(cdf.device).sort(dim=-1).values
     else:
         u = torch.linspace(0.5 / n_samples, 1 - 0.5 / n_samples, n_samples, dtype=cdf.dtype,
@@ -104,15 +110,16 @@ def sample_pdf(bin_edges: torch.Tensor, weights: torch.Tensor, n_samples: int,
 
 
 def hierarchical_samples(t_coarse: torch.Tensor, weights: torch.Tensor, n_fine: int,
-                         perturb: bool = True, generator: torch.Generator | None = None):
+                         perturb: bool = True, generator: torch.Generator | None = None,
+                         u: torch.Tensor | None = None):
     """Coarse-to-fine: ``n_fine`` new depths where the coarse ``weights`` are large.
 
     The coarse samples' bins have edges at the midpoints between samples (and the first and
     last samples at the ends). Returns (t_all (R, S + n_fine) sorted, t_fine (R, n_fine)); the
-    fine depths carry no gradient (NeRF treats the sampling as fixed).
+    fine depths carry no gradient (NeRF treats the sampling as fixed). ``u``: see ``sample_pdf``.
     """
     mids = 0.5 * (t_coarse[..., 1:] + t_coarse[..., :-1])
     edges = torch.cat([t_coarse[..., :1], mids, t_coarse[..., -1:]], dim=-1)
-    t_fine = sample_pdf(edges.detach(), weights, n_fine, perturb=perturb, generator=generator)
+    t_fine = sample_pdf(edges.detach(), weights, n_fine, perturb=perturb, generator=generator, u=u)
     t_all = torch.sort(torch.cat([t_coarse.detach(), t_fine], dim=-1), dim=-1).values
     return t_all, t_fine

@@ -1,10 +1,13 @@
 """Volume rendering: turn densities and colours along a ray into one pixel.
 
-For samples t_1 < … < t_S on a ray with densities σ_i and colours c_i:
-    δ_i = t_{i+1} − t_i          (the last interval reaches ``far``)
-    α_i = 1 − exp(−σ_i δ_i)      (probability the ray stops inside interval i)
-    T_i = Π_{j<i} (1 − α_j)      (probability it got that far)
-    w_i = T_i α_i,  C = Σ w_i c_i + (1 − Σ w_i) · background,  depth = Σ w_i t_i
+For samples t_1 < … < t_S on a ray with densities σ_i and colours c_i::
+
+    δ_i = t_{i+1} − t_i          (the last interval reaches ``far``: δ_S = far − t_S)
+    α_i = 1 − exp(−σ_i δ_i)      (probability the ray stops in interval i, given it reached it)
+    T_i = Π_{j<i} (1 − α_j)      (probability it reached interval i)
+    w_i = T_i α_i                (probability it stops in interval i: unconditional)
+    C = Σ w_i c_i + (1 − Σ w_i) · background,  depth = Σ w_i t_i
+
 The weights are non-negative and sum to at most 1 (the rest is the background's share).
 """
 from __future__ import annotations

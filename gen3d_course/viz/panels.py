@@ -76,7 +76,7 @@ def _to_uint8(image) -> np.ndarray:
 
 
 def png_bytes(images, scale: int = 4, gap: int = 2) -> bytes:
-    """PNG of one image, or of several side by side (same height), each enlarged ``scale``× (nearest)."""
+    """PNG of one image, or of several side by side (same height), each enlarged ``scale`` times (nearest neighbour)."""
     from PIL import Image
 
     images = images if isinstance(images, (list, tuple)) else [images]
