@@ -179,7 +179,7 @@ def object_color(images: torch.Tensor, background: float = 1.0) -> torch.Tensor:
 
 
 def prior_metrics(prior: DiffusionModel, view: bool, classifier: ViewClassifier, held, guidance: float = 3.0,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, steps: int = 50) -> dict:
     """Sample quality of a prior on the held-out prompts ``held`` (a collection's colours and cameras):
 
     - ``facing_accuracy``: the classifier's front/back agreement with the *asked* camera (the view
@@ -188,7 +188,7 @@ def prior_metrics(prior: DiffusionModel, view: bool, classifier: ViewClassifier,
     - ``color_error``: mean absolute difference between the asked colour and the samples' object
       pixels' mean, against the same measure on the real renders (shading darkens every colour).
     """
-    samples = prior_samples(prior, view, held.colors, held.angles, guidance, seed=seed)
+    samples = prior_samples(prior, view, held.colors, held.angles, guidance, steps, seed)
     keep = facing(held.angles) >= 0
     real_color = (object_color(held.images) - held.colors).abs().mean()
     return {"facing_accuracy": facing_accuracy(classifier, samples, held.angles),
@@ -277,7 +277,9 @@ def sds_field(res: int = 32, seed: int = 0, blob: float = 0.3) -> GridField:
     """A ``models.nerf.GridField`` over the world cube with a soft ball of density at the centre
     (raw density ``blob``·(1 − r/0.35) inside radius 0.35), as DreamFusion starts: from an empty
     field every render is white and the first gradients have nowhere to put density."""
-    field = GridField(res=res, features=4, width=32, seed=seed)
+    with torch.random.fork_rng(devices=[]):  # the colour head is drawn from torch's global RNG:
+        torch.manual_seed(seed)                 # seed it too, so one seed is one start anywhere
+        field = GridField(res=res, features=4, width=32, seed=seed)
     with torch.no_grad():
         axis = torch.linspace(*config.WORLD, res)
         x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
