@@ -54,9 +54,10 @@ UNIT_TESTS_08 = tests/test_nerf.py tests/test_nerf_data.py $(wildcard tests/test
 UNIT_TESTS_09 = tests/test_graf.py tests/test_render_patches.py tests/test_render_rays.py tests/test_render_compose.py tests/test_camera_control.py tests/test_voxel_graf.py
 UNIT_TESTS_10 = tests/test_vqvae.py tests/test_transformer.py
 UNIT_TESTS_11 = tests/test_diffusion.py
+UNIT_TESTS_12 = tests/test_score_distillation.py
 UNIT_SOLUTIONS = $(basename $(notdir $(wildcard solutions/$(U)_*.ipynb)))
 test-unit: setup
-	@test -n "$(UNIT_TESTS_$(U))" || { echo "usage: make test-unit U=NN with NN one of 00-09, 11"; exit 2; }
+	@test -n "$(UNIT_TESTS_$(U))" || { echo "usage: make test-unit U=NN with NN one of 00-12"; exit 2; }
 	GEN3D_MODE=fast OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=300 -m "not browser" \
 	  $(UNIT_TESTS_$(U)) $(wildcard lectures/$(U)_*.ipynb solutions/$(U)_*.ipynb) \

@@ -600,10 +600,11 @@ def _judged(unit_name: str, qid: str, namespace: dict, salt: bytes | None = None
 
 def test_network_and_class_questions_are_judged_in_the_grader():
     """The questions that take a network, an optimiser, a class or a library object (a field that
-    counts its queries) are judged here, on data."""
+    counts its queries) are judged here, on data; gradients through a network (12's prior) too."""
     from gen3d_course.checks.atlasnet import _reference_forward
     from gen3d_course.geometry.mise import mise_grid
     from gen3d_course.models import deepsdf, gans, voxel_gan, wgan
+    from gen3d_course.models import score_distillation as sds
 
     class Generator(voxel_gan.VoxelGenerator):
         def __init__(self, z_dim, channels):
@@ -648,6 +649,9 @@ def test_network_and_class_questions_are_judged_in_the_grader():
         field(torch.zeros(values.numel(), 3))
         return values, queries
 
+    def through_unet(prior, image, t, noise, cond):  # the full diffusion loss: backward enters the prior
+        return sds.denoising_loss(prior, image, t, noise, cond).sum() / len(image)
+
     cases = [("02_gans", "q3", {"gan_step": gans.gan_step}, "passed"),
              ("02_gans", "q3", {"gan_step": nudges}, "G.hidden.0.weight differs"),
              ("03_wgan", "q2", {"clip_weights": wgan.clip_weights}, "passed"),
@@ -667,7 +671,10 @@ def test_network_and_class_questions_are_judged_in_the_grader():
              ("06_atlasnet", "q4", {"patch_forward": _reference_forward}, "passed"),
              ("07_occupancy_networks", "q3", {"mise_refine": mise}, "passed"),
              ("07_occupancy_networks", "q3", {"mise_refine": dense}, "as many as the dense"),
-             ("09_graf", "q3", {"conditional_field": field}, "passed")]
+             ("09_graf", "q3", {"conditional_field": field}, "passed"),
+             ("12_score_distillation", "q1", {"sample_views": sds.sample_views}, "passed"),
+             ("12_score_distillation", "q2", {"sds_loss": sds.sds_loss}, "passed"),
+             ("12_score_distillation", "q2", {"sds_loss": through_unet}, "went through the U-Net")]
     for unit, qid, namespace, expected in cases:  # on inputs drawn afresh, as in a grading run
         verdict = _judged(f"{unit}.ipynb", qid, namespace, salt=os.urandom(16))
         got = verdict.status if expected == "passed" else verdict.message

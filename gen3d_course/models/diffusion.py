@@ -1,5 +1,5 @@
 """Denoising diffusion (Ho et al. 2020, DDPM; Song et al. 2021, DDIM; Ho & Salimans 2022,
-classifier-free guidance) for data of any shape (B, ...): 2D points, shape latents, images (unit 11).
+classifier-free guidance) for data of any shape (B, ...): 2D points, shape latents (unit 11), images (unit 12's U-Net).
 
 The forward process adds Gaussian noise in T small steps, q(x_t | x_{t-1}) = N(√α_t x_{t-1}, β_t I)
 with α_t = 1 − β_t, so that after all of them x_T is (almost) pure noise. With ᾱ_t = ∏_{s≤t} α_s
@@ -366,15 +366,95 @@ class MLPDenoiser(nn.Module):
         return self.out(h).view_as(x)
 
 
+class ConvBlock(nn.Module):
+    """The U-Net's residual block: h + conv(SiLU(GN(conv(SiLU(GN(h)))) + W_e e)), with a 1×1
+    convolution on the skip path when the channel count changes."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(8, c_in), nn.GroupNorm(8, c_out)
+        self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        z = self.conv1(F.silu(self.norm1(h))) + self.emb(e)[:, :, None, None]
+        return self.skip(h) + self.conv2(F.silu(self.norm2(z)))
+
+
+class UNet(nn.Module):
+    """ε_θ(x, t, c) for small square images (B, 3, S, S), S divisible by 4: two resolutions
+    down (strided convolutions), two up (nearest upsampling), skip connections across
+    (Ronneberger et al. 2015; DDPM's denoiser without attention, a few hundred k parameters).
+
+    ``cond_dim`` > 0 adds a continuous condition c (B, cond_dim), e.g. a camera's
+    (sin φ, cos φ, elevation): a linear embedding added to the time embedding. The null
+    condition ∅ is a row of NaN (``null_label``), replaced by a learned vector, so that
+    ``drop_labels`` and ``guided_epsilon`` work for it as for class labels.
+    """
+
+    null_label = float("nan")
+
+    def __init__(self, size: int = 32, channels: int = 32, cond_dim: int = 0, emb_dim: int = 64):
+        super().__init__()
+        if size % 4 or size < 8 or channels % 8 or cond_dim < 0:
+            raise ValueError(f"UNet: size {size} must be a multiple of 4 (>= 8), channels {channels} a "
+                             f"multiple of 8 (GroupNorm), cond_dim {cond_dim} >= 0.")
+        self.size, self.channels, self.cond_dim, self.emb_dim = size, channels, cond_dim, emb_dim
+        self.shape = (3, size, size)
+        c, c2 = channels, 2 * channels
+        self.time = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label = nn.Linear(cond_dim, emb_dim) if cond_dim else None
+        self.null = nn.Parameter(torch.zeros(emb_dim)) if cond_dim else None
+        self.inp = nn.Conv2d(3, c, 3, padding=1)
+        self.down1, self.pool1 = ConvBlock(c, c, emb_dim), nn.Conv2d(c, c, 3, stride=2, padding=1)
+        self.down2, self.pool2 = ConvBlock(c, c2, emb_dim), nn.Conv2d(c2, c2, 3, stride=2, padding=1)
+        self.mid1, self.mid2 = ConvBlock(c2, c2, emb_dim), ConvBlock(c2, c2, emb_dim)
+        self.up2, self.up1 = ConvBlock(2 * c2, c2, emb_dim), ConvBlock(c2 + c, c, emb_dim)
+        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)  # starts predicting ε = 0, the loss's plain baseline
+        nn.init.zeros_(self.out[-1].bias)
+
+    def config(self) -> dict:
+        return {"size": self.size, "channels": self.channels, "cond_dim": self.cond_dim, "emb_dim": self.emb_dim}
+
+    def embed(self, t: torch.Tensor, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Time embedding plus the condition's (∅'s learned vector for NaN rows or no condition)."""
+        e = self.time(timestep_embedding(t, self.emb_dim))
+        if self.label is None:
+            if cond is not None:
+                raise ValueError("UNet: a condition given to an unconditional model (cond_dim=0).")
+            return e
+        if cond is None:
+            return e + self.null
+        if cond.shape != (batch, self.cond_dim):
+            raise ValueError(f"UNet: condition {tuple(cond.shape)} must be ({batch}, {self.cond_dim}).")
+        null = torch.isnan(cond).any(1, keepdim=True)
+        return e + torch.where(null, self.null, self.label(torch.nan_to_num(cond)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"UNet: x {tuple(x.shape)} must be (B, {', '.join(map(str, self.shape))}).")
+        e = self.embed(t, labels, x.shape[0])
+        h1 = self.down1(self.inp(x), e)                        # (B, c, S, S)
+        h2 = self.down2(self.pool1(h1), e)                     # (B, 2c, S/2, S/2)
+        h = self.mid2(self.mid1(self.pool2(h2), e), e)         # (B, 2c, S/4, S/4)
+        h = self.up2(torch.cat([F.interpolate(h, scale_factor=2.0), h2], 1), e)   # (B, 2c, S/2, S/2)
+        h = self.up1(torch.cat([F.interpolate(h, scale_factor=2.0), h1], 1), e)   # (B, c, S, S)
+        return self.out(h)
+
+
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
 
-def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int,
+def drop_labels(labels: torch.Tensor, p_uncond: float, null_label,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each label by ∅ with probability ``p_uncond``: how one network learns ε(x, t, y)
-    and ε(x, t, ∅) together for classifier-free guidance."""
-    drop = torch.rand(labels.shape, generator=generator).to(labels.device) < p_uncond
+    """Replace each sample's label (a class, or a row of a continuous condition) by ∅ with
+    probability ``p_uncond``: how one network learns ε(x, t, y) and ε(x, t, ∅) together for
+    classifier-free guidance."""
+    drop = torch.rand(labels.shape[0], generator=generator).to(labels.device) < p_uncond
+    drop = drop.view(-1, *([1] * (labels.ndim - 1)))
     return torch.where(drop, torch.full_like(labels, null_label), labels)
 
 
@@ -421,7 +501,10 @@ class DiffusionModel(nn.Module):
         """n samples in data units: DDPM over all T steps when ``steps`` is None, else DDIM with
         ``steps`` steps (x̂_0 clipped at ``self.clip`` unless ``clip`` is False). ``labels`` (n,)
         and ``guidance`` s condition a class-conditional model."""
-        shape = (n, *self.mean.shape) if self.mean.ndim else (n, self.denoiser.dim)
+        if hasattr(self.denoiser, "shape"):
+            shape = (n, *self.denoiser.shape)
+        else:
+            shape = (n, *self.mean.shape) if self.mean.ndim else (n, self.denoiser.dim)
         generator = torch.Generator().manual_seed(seed)
         if steps is None:
             out = ddpm_sample(self, shape, self.schedule, labels, guidance, generator, trajectory)
@@ -438,13 +521,15 @@ def fit(model: DiffusionModel, data: torch.Tensor, steps: int, *, labels: torch.
         max_seconds: float | None = None, desc: str = "diffusion", progress: bool = True):
     """Minimise ``epsilon_loss`` on standardised minibatches of ``data`` (N, ...) with Adam; the
     learning rate decays along half a cosine to 5% (over the steps, or the seconds if those run
-    out first). With ``labels`` (N,), each is dropped to ∅ with probability ``p_uncond``.
+    out first). With ``labels`` (N,) classes or (N, C) conditions, each sample's is dropped to ∅
+    with probability ``p_uncond``.
     Returns the training history ("loss")."""
     data = torch.as_tensor(data, dtype=torch.float32)
     if not torch.isfinite(data).all():
         raise ValueError("fit: data contains NaN or inf.")
-    if labels is not None and (labels.shape != (len(data),) or getattr(model.denoiser, "label", None) is None):
-        raise ValueError(f"fit: labels must be ({len(data)},) for a conditional denoiser (n_classes > 0).")
+    if labels is not None and (len(labels) != len(data) or getattr(model.denoiser, "label", None) is None):
+        raise ValueError(f"fit: labels must have one row per sample ({len(data)}) and a conditional "
+                         "denoiser (n_classes > 0 or cond_dim > 0).")
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
