@@ -51,7 +51,7 @@ def _close(got: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> boo
 def _field_gradient(field, c2w, loss_of_image) -> torch.Tensor:
     """The field's gradient (all parameters, flattened) of ``loss_of_image(render)``."""
     field.zero_grad(set_to_none=True)
-    image = ref.render_views(field, c2w, 8, n_samples=8, generator=torch.Generator().manual_seed(0))
+    image = ref.render_views(field, c2w, 8, n_samples=8, generator=seeded(0))
     loss = loss_of_image(image)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
         return loss
