@@ -161,8 +161,8 @@ def graf_walks(G: Generator, z_shape, z_app, azimuths: torch.Tensor, elevation: 
 
 @torch.no_grad()
 def gan_walks(G: DCGenerator, direction: dict, z: torch.Tensor, azimuths: torch.Tensor) -> torch.Tensor:
-    """The 2D GAN's best linear substitute for the knob: each code z (n, d) ``steer``ed to every
-    azimuth: (n, V, 3, H, W)."""
+    """The 2D GAN's best linear substitute for the knob: each code z (n, d) moved by ``steer`` to
+    every azimuth: (n, V, 3, H, W)."""
     return torch.stack([(G(steer(code, direction, azimuths)) + 1) / 2 for code in z])
 
 
