@@ -203,9 +203,8 @@ def train_checkpoint() -> dict:
     Full mode: 2,000 training renders; the classifier first (1,000 steps); then both priors at
     once, one per thread (one core each), Adam with batch 32 for 6,000 steps (about 35 minutes
     on two free cores; a step count, not a clock, so the run is the same on any machine). The
-    manifests record
-    each prior's ``prior_metrics`` on 200 held-out prompts and the classifier's accuracy on the
-    held-out renders.
+    manifests record each prior's ``prior_metrics`` on 200 held-out prompts and the classifier's
+    accuracy on the held-out renders.
     """
     torch.set_num_threads(1)
     seed = 0
