@@ -119,7 +119,7 @@ def test_slider_renders_skip_empty_space_without_changing_the_image():
         full = G.render(z_s, z_a, G.poses.pose(azimuth, elevation)[None], 32)["images"][0].permute(1, 2, 0)
         assert (render(azimuth, elevation, **codes) - full).abs().max() < 2e-3
     with pytest.raises(ValueError, match="one object"):
-        G.occupancy(torch.zeros(2, G.cfg.z_shape))
+        G.occupancy(torch.zeros(2, G.cfg.z_shape), torch.zeros(2, G.cfg.z_app))
 
 
 def test_discriminator_and_r1():

@@ -52,6 +52,10 @@ def test_voxel_generator_trains_with_grafs_loop():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.G.parameters()))
     out = model.G_ema.sample(2, seed=0)
     assert out["images"].shape == (2, 3, cfg.image_size, cfg.image_size)
+    # the sliders' renderer (occupancy skipping) works on a voxel field too, and matches the full render
+    z_s, z_a = torch.zeros(1, cfg.z_shape), torch.zeros(1, cfg.z_app)
+    full = model.G_ema.render(z_s, z_a, cfg.poses.pose(60.0, 25.0)[None], 32)["images"][0].permute(1, 2, 0)
+    assert (experiments.image_renderer(model.G_ema, size=32)(60.0, 25.0) - full).abs().max() < 2e-3
 
 
 def test_holo_generator_draws_rotated_volumes_and_trains():

@@ -203,13 +203,12 @@ class Generator(nn.Module):
         field.bounds = self.field.bounds
         return field
 
-    def occupancy(self, z_shape, res: int = 16, threshold: float = 0.01) -> OccupancyGrid:
-        """Where one object (z_s of shape (1, Ds)) can be seen: its density on a coarse grid, so a
-        render can skip empty samples (``render.occupancy``; the sliders' speed-up)."""
-        if z_shape.shape[0] != 1:
-            raise ValueError(f"occupancy: the shape code of one object, (1, {self.cfg.z_shape}), got "
-                             f"{tuple(z_shape.shape)}.")
-        return OccupancyGrid(lambda points: self.field.density(points[None], z_shape)[0], self.field.bounds,
+    def occupancy(self, z_shape, z_app, res: int = 16, threshold: float = 0.01) -> OccupancyGrid:
+        """Where one object (codes (1, ·)) can be seen: its density on a coarse grid, so a render
+        can skip empty samples (``render.occupancy``; the sliders' speed-up). Any field works: the
+        density is read through :meth:`object_field`."""
+        field = self.object_field(z_shape, z_app)
+        return OccupancyGrid(lambda points: field(points, torch.zeros_like(points))[0], self.field.bounds,
                              res=res, threshold=threshold)
 
     def render_rays(self, origins, directions, z_shape, z_app, *, perturb: bool = True,
