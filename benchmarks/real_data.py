@@ -1,8 +1,9 @@
-"""Real-data figures of issue 21: ``load_blender`` peak memory, exact mesh-query speed, and NeRF
-on the procedural scene written as a Blender scene three times larger than the world cube.
+"""Real-data figures of issue 21: ``load_blender`` peak memory, exact mesh-query speed, NeRF on
+the procedural scene written as a Blender scene three times larger than the world cube, and
+lecture 08's held-out PSNR against training CPU-seconds (MLP and grid field).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/real_data.py [memory|sdf|scale ...]   (default: all;
-scale trains four NeRFs, about 10 CPU-minutes)
+Usage: OMP_NUM_THREADS=1 python benchmarks/real_data.py [memory|sdf|scale|quality ...]   (default:
+all; scale trains four NeRFs, about 20 CPU-minutes; quality two, about 10)
 
 Speeds are CPU-seconds (``time.process_time``) and the best of a few repeats, since the
 machines this runs on are shared.
@@ -96,10 +97,23 @@ def sdf_speed(n: int = 50_000, repeats: int = 3) -> dict:
     return result
 
 
+def lecture_recipes() -> dict:
+    """Lecture 08's fields and ``fit`` settings in lecture mode, by name: (make(bounds), settings)."""
+    from gen3d_course.models import nerf
+
+    return {
+        "mlp": (lambda b: nerf.NeRF(width=64, depth=4, pos_freqs=6, dir_freqs=4, bounds=b),
+                dict(steps=1200, batch_rays=1024, n_samples=32, lr=5e-3, lr_decay=0.1)),
+        "grid": (lambda b: nerf.GridField(res=32, features=4, width=32, bounds=b),
+                 dict(steps=2700, batch_rays=1024, n_samples=64, lr=1e-3, lr_decay=0.3, tv_weight=1e-3,
+                      tv_block=16, upsample=((0.15, 64), (0.4, 96)))),
+    }
+
+
 def scale(factor: float = 3.0) -> dict:
-    """Lecture 08's recipes (lecture mode: 40 views of 64², MLP 1200 steps, grid 2000 steps) on
-    the procedural scene written as a Blender folder at unit scale and ``factor`` times larger
-    (box ±1.5, read back from the json): held-out PSNR of each, and the training CPU-seconds."""
+    """Lecture 08's recipes on the procedural scene written as a Blender folder at unit scale and
+    ``factor`` times larger (box ±1.5, read back from the json): held-out PSNR of each, and the
+    training CPU-seconds."""
     import torch
 
     from gen3d_course import config
@@ -109,20 +123,13 @@ def scale(factor: float = 3.0) -> dict:
 
     torch.set_num_threads(1)
     views = scene_views(n_train=40, n_test=6, size=64, seed=0)
-    recipes = {
-        "mlp": (lambda b: nerf.NeRF(width=64, depth=4, pos_freqs=6, dir_freqs=4, bounds=b),
-                dict(steps=1200, batch_rays=1024, n_samples=32, lr=5e-3, lr_decay=0.1)),
-        "grid": (lambda b: nerf.GridField(res=64, features=4, width=32, bounds=b),
-                 dict(steps=2000, batch_rays=1024, n_samples=32, lr=1e-3, lr_decay=0.3, tv_weight=1e-3,
-                      tv_block=16)),
-    }
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s in (1.0, factor):
             for split in ("train", "test"):
                 save_blender(views[split].scaled(s), Path(tmp) / f"x{s:g}", split)
             train, test = (load_blender(Path(tmp) / f"x{s:g}", split) for split in ("train", "test"))
-            for name, (make, settings) in recipes.items():
+            for name, (make, settings) in lecture_recipes().items():
                 config.seed_everything(0)
                 fit = nerf.fit(make(train.bounds), train, test, progress=False, **settings)
                 result[f"{name}_x{s:g}_psnr"] = fit.final_psnr
@@ -130,13 +137,33 @@ def scale(factor: float = 3.0) -> dict:
     return result
 
 
+def quality(n_train: int = 40) -> dict:
+    """Held-out PSNR against training CPU-seconds of lecture 08's MLP and grid field on the
+    lecture scene (``n_train`` views of 64², the lecture's 6 held-out views): (CPU s, dB) pairs."""
+    import torch
+
+    from gen3d_course import config
+    from gen3d_course.data.scenes import scene_views
+    from gen3d_course.models import nerf
+
+    torch.set_num_threads(1)
+    views = scene_views(n_train=n_train, n_test=6, size=64, seed=0)
+    result = {}
+    for name, (make, settings) in lecture_recipes().items():
+        config.seed_everything(0)
+        fit = nerf.fit(make(views["train"].bounds), views["train"], views["test"], progress=False,
+                       eval_every=settings["steps"] // 9, **settings)
+        result[f"{name}_cpu_s_psnr"] = [(round(s), round(p, 2)) for s, p in zip(fit.cpu_seconds, fit.psnrs)]
+    return result
+
+
 def main(which) -> None:
     for name in which:
         start = time.perf_counter()
-        result = {"memory": memory, "sdf": sdf_speed, "scale": scale}[name]()
+        result = {"memory": memory, "sdf": sdf_speed, "scale": scale, "quality": quality}[name]()
         print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["memory", "sdf", "scale"])
+    main(sys.argv[1:] or ["memory", "sdf", "scale", "quality"])

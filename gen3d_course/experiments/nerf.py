@@ -36,14 +36,17 @@ def orbit_renderer(field, size: int = 64, focal: float | None = None, background
     orbit radius, and black where the accumulated opacity is below one half.
 
     With ``skip_empty`` (and a field that has a ``density``), an occupancy grid of the trained
-    density is built once and each render skips empty cells and rays whose transmittance is
-    below 10⁻³ (``render.occupancy``): the shipped NeRF's 64² move drops from ≈ 0.4 s to ≈ 0.1 s
-    on one thread, with the orbit's PSNR against the true scene unchanged (−0.004 dB).
+    density is built once and each render skips the cells where σ < 0.3 (÷ ``box_scale``: one
+    step of 32 samples stops under 1.5% of the light there) and rays whose transmittance is
+    below 10⁻³ (``render.occupancy``). On 24 orbit views of the shipped NeRF a 64² render drops
+    from 378 to 72 CPU-ms on one thread, and its PSNR against the true scene goes from 26.945 to
+    26.958 dB: the faint haze left out was error (a threshold of 0.01 kept 41% of the box, not
+    26%, and took 100 ms).
     """
     bounds = field_bounds(field, bounds)
     scale = box_scale(bounds)
     if skip_empty and hasattr(field, "density"):
-        render_kw = {"occupancy": OccupancyGrid(field.density, bounds, threshold=0.01 / scale),
+        render_kw = {"occupancy": OccupancyGrid(field.density, bounds, threshold=0.3 / scale),
                      "min_transmittance": 1e-3, **render_kw}
     focal = focal_from_fov(size, DEFAULT_FOV) if focal is None else focal
     radius = DEFAULT_RADIUS * scale if radius is None else radius
