@@ -302,8 +302,9 @@ def check_field_box(field, views: Views) -> None:
 def fit(field, train_views: Views, test_views: Views | None = None, *, steps: int,
         batch_rays: int = 1024, lr: float = 1e-3, n_samples: int = 32, n_importance: int = 0,
         tv_weight: float = 0.0, tv_block: int | None = None, lr_decay: float = 0.1,
-        upsample: tuple = (), eval_every: int = 0, max_seconds: float | None = None, cpu_seconds: float | None = None, seed: int = 0,
-        desc: str = "NeRF", progress: bool = True, device=None) -> Fit:
+        upsample: tuple = (), eval_every: int = 0, max_seconds: float | None = None,
+        cpu_seconds: float | None = None, seed: int = 0, desc: str = "NeRF", progress: bool = True,
+        device=None) -> Fit:
     """Train ``field`` on random rays of ``train_views`` with the photometric loss.
 
     Each step: draw ``batch_rays`` pixels, render them inside the scene's box
@@ -311,9 +312,10 @@ def fit(field, train_views: Views, test_views: Views | None = None, *, steps: in
     field.tv_loss() for grids). Adam; the learning rate decays exponentially to ``lr_decay`` ×
     ``lr`` over the run: over ``steps``, or over ``cpu_seconds`` of training CPU time
     (``time.process_time``, the fair budget on a shared machine) if those run out first, which
-    ends the run. ``upsample`` ((fraction of the run, res), ...) grows a grid field coarse to
-    fine (``GridField.upsample``) when that share of the run is done. Every ``eval_every`` steps (and at the end) the held-out PSNR on ``test_views``
-    is recorded against the training time so far; evaluation time is not counted.
+    ends the run. ``upsample`` ((share of the run, res), ...) grows a grid field coarse to fine
+    (``GridField.upsample``) when that share of the run is done. Every ``eval_every`` steps (and
+    at the end) the held-out PSNR on ``test_views`` is recorded against the training time so
+    far; evaluation time is not counted.
 
     Before training, the field's box and the views' box are checked (``check_field_box``) and
     so is the box against the images (``Views.check_bounds``): a wrong box would otherwise
