@@ -43,7 +43,7 @@ class MeshPanel(widgets.VBox):
         """Replace the drawn surface; an empty mesh is shown as an empty trace."""
         start = time.perf_counter()
         vertices = np.asarray(mesh.vertices, dtype=float).reshape(-1, 3)
-        faces = np.asarray(mesh.faces, dtype=int).reshape(-1, 3)
+        faces = np.asarray(mesh.faces, dtype=np.int32).reshape(-1, 3)  # int64 would be sent as a list
         with self.fig.batch_update():
             self.trace.x, self.trace.y, self.trace.z = vertices.T
             self.trace.i, self.trace.j, self.trace.k = faces.T
