@@ -105,7 +105,7 @@ def lecture_recipes() -> dict:
         "mlp": (lambda b: nerf.NeRF(width=64, depth=4, pos_freqs=6, dir_freqs=4, bounds=b),
                 dict(steps=1200, batch_rays=1024, n_samples=32, lr=5e-3, lr_decay=0.1)),
         "grid": (lambda b: nerf.GridField(res=32, features=4, width=32, bounds=b),
-                 dict(steps=2700, batch_rays=1024, n_samples=64, lr=1e-3, lr_decay=0.3, tv_weight=1e-3,
+                 dict(steps=2000, batch_rays=1024, n_samples=64, lr=1e-3, lr_decay=0.3, tv_weight=1e-3,
                       tv_block=16, upsample=((0.15, 64), (0.4, 96)))),
     }
 
